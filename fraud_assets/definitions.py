@@ -1,0 +1,40 @@
+"""The code location: `workspace.yaml` and `dagster asset materialize -m` both load this."""
+
+import dagster as dg
+
+from fraud_assets.defs.assets.data import raw_transactions, transaction_splits
+from fraud_assets.defs.assets.model import anomaly_scores, evaluation_report, fraud_model
+from fraud_assets.defs.assets.promotion import promoted_model
+from fraud_assets.defs.checks import (
+    check_evaluation_report_quality_floor,
+    check_transaction_splits_min_frauds,
+    raw_transactions_checks,
+)
+from fraud_assets.defs.jobs import weekly_retrain_job
+from fraud_assets.defs.resources import default_resources
+from fraud_assets.defs.schedules import weekly_retrain_schedule
+
+ASSETS = [
+    raw_transactions,
+    transaction_splits,
+    anomaly_scores,
+    fraud_model,
+    evaluation_report,
+    promoted_model,
+]
+CHECKS = [
+    raw_transactions_checks,
+    check_transaction_splits_min_frauds,
+    check_evaluation_report_quality_floor,
+]
+
+defs = dg.Definitions(
+    assets=ASSETS,
+    asset_checks=CHECKS,
+    jobs=[weekly_retrain_job],
+    schedules=[weekly_retrain_schedule],
+    resources=default_resources(),
+    # Steps run one after another in the run's process: no per-step interpreter start-up, and the
+    # training steps never fight over the cores (see OMP_WAIT_POLICY in fraud_assets/__init__.py).
+    executor=dg.in_process_executor,
+)

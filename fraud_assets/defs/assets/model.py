@@ -1,0 +1,301 @@
+"""Model assets: the anomaly feature, the classifier and its evaluation on the test split."""
+
+
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+import mlflow
+import numpy as np
+from sklearn.metrics import average_precision_score, roc_auc_score
+
+from fraud_assets import plots, tracking
+from fraud_assets.bundle import FraudModel, new_version
+from fraud_assets.data import Splits, as_arrays
+from fraud_assets.defs import constants
+from fraud_assets.defs.assets._metadata import image, table
+from fraud_assets.defs.resources import MlflowTracking
+from fraud_assets.evaluate import ThresholdPolicy, choose_threshold, metrics
+from fraud_assets.features import MODEL_FEATURES, AnomalyScorer, base_features, model_features
+from fraud_assets.train import VARIANTS, TrainConfig, train
+
+
+@dataclass
+class AnomalyFeatures:
+    """The IsolationForest fitted on the training split, and its score on every split."""
+
+    scorer: AnomalyScorer
+    scores: dict[str, np.ndarray]
+
+
+@dataclass
+class TrainedModel:
+    model: FraudModel
+    version: str
+    variant: str
+    validation_ap: dict[str, float]
+    mlflow_run_id: str
+    model_uri: str
+    data_fingerprint: str
+    data_source: str
+    threshold_policy: dict[str, Any]
+
+
+@dataclass
+class EvaluationReport:
+    metrics: dict[str, float]
+    test_scores: np.ndarray
+    mlflow_run_id: str
+
+
+class AnomalyConfig(dg.Config):
+    n_estimators: int = constants.ANOMALY_TREES
+    seed: int = constants.SEED
+
+
+class TrainingConfig(dg.Config):
+    n_estimators: int = constants.TRAIN.n_estimators
+    max_depth: int = constants.TRAIN.max_depth
+    learning_rate: float = constants.TRAIN.learning_rate
+    early_stopping_rounds: int = constants.TRAIN.early_stopping_rounds
+    smote_ratio: float = constants.TRAIN.smote_ratio
+    variants: list[str] = list(VARIANTS)
+    #: "best" keeps the best validation AP; "smote" (or another variant) forces that variant.
+    selection: str = constants.TRAIN.selection
+    seed: int = constants.SEED
+    threshold_policy: str = constants.THRESHOLD.kind
+    cost_missed_fraud: float = constants.THRESHOLD.cost_missed_fraud
+    cost_false_alarm: float = constants.THRESHOLD.cost_false_alarm
+
+    def train_config(self) -> TrainConfig:
+        return TrainConfig(
+            n_estimators=self.n_estimators,
+            max_depth=self.max_depth,
+            learning_rate=self.learning_rate,
+            early_stopping_rounds=self.early_stopping_rounds,
+            smote_ratio=self.smote_ratio,
+            variants=tuple(self.variants),
+            selection=self.selection,
+            seed=self.seed,
+        )
+
+    def policy(self) -> ThresholdPolicy:
+        return ThresholdPolicy(self.threshold_policy, self.cost_missed_fraud, self.cost_false_alarm)
+
+
+@dg.asset(
+    group_name="features",
+    kinds={"scikitlearn"},
+    owners=[constants.OWNER],
+    tags={"stage": "train"},
+)
+def anomaly_scores(
+    context: dg.AssetExecutionContext, config: AnomalyConfig, transaction_splits: Splits
+) -> dg.Output:
+    """IsolationForest anomaly scores, fitted on the training split only, for every split."""
+    start = time.perf_counter()
+    bases = {name: base_features(as_arrays(part)[0]) for name, part in transaction_splits.items()}
+    scorer = AnomalyScorer.fit(bases["train"], n_estimators=config.n_estimators, seed=config.seed)
+    scores = {name: scorer.score(base) for name, base in bases.items()}
+    y_val = transaction_splits.validation["Class"].to_numpy()
+    y_train = transaction_splits.train["Class"].to_numpy()
+    with tempfile.TemporaryDirectory() as tmp:
+        plot = plots.anomaly_by_class(y_train, scores["train"], Path(tmp) / "anomaly.png")
+        shown = image(plot, "Anomaly score by class (train)")
+    context.log.info(f"IsolationForest fitted and scored in {time.perf_counter() - start:.1f}s")
+    return dg.Output(
+        AnomalyFeatures(scorer, scores),
+        metadata={
+            "validation_ap_alone": float(average_precision_score(y_val, scores["validation"])),
+            "validation_roc_auc_alone": float(roc_auc_score(y_val, scores["validation"])),
+            "mean_score_fraud": float(scores["train"][y_train == 1].mean()),
+            "mean_score_legit": float(scores["train"][y_train == 0].mean()),
+            "n_estimators": config.n_estimators,
+            "plot": shown,
+        },
+    )
+
+
+@dg.asset(
+    group_name="training",
+    kinds={"xgboost", "mlflow"},
+    owners=[constants.OWNER],
+    tags={"stage": "train"},
+)
+def fraud_model(
+    context: dg.AssetExecutionContext,
+    config: TrainingConfig,
+    transaction_splits: Splits,
+    anomaly_scores: AnomalyFeatures,
+    mlflow_tracking: MlflowTracking,
+) -> dg.Output:
+    """XGBoost on the raw features and the anomaly score: three variants, the best one kept."""
+    train_config = config.train_config()
+    policy = config.policy()
+    raw = {name: as_arrays(part) for name, part in transaction_splits.items()}
+    x = {
+        name: model_features(base_features(raw[name][0]), anomaly_scores.scores[name])
+        for name in raw
+    }
+    y = {name: raw[name][1] for name in raw}
+    splits_summary = transaction_splits.summary()
+    with mlflow_tracking.run(
+        context,
+        run_name=f"train-{context.run_id[:8]}",
+        tags={
+            "data_fingerprint": transaction_splits.fingerprint,
+            "data_source": transaction_splits.source,
+        },
+    ) as run:
+        run_id = run.info.run_id
+        mlflow.log_params(
+            {
+                **train_config.as_params(),
+                "threshold_policy": policy.kind,
+                "cost_missed_fraud": policy.cost_missed_fraud,
+                "cost_false_alarm": policy.cost_false_alarm,
+                "anomaly_trees": anomaly_scores.scorer.forest.n_estimators,
+                "features": ",".join(MODEL_FEATURES),
+            }
+        )
+        mlflow.log_metrics(
+            {f"{name}_{k}": float(v[k]) for name, v in splits_summary.items() for k in ("rows", "frauds")}
+        )
+        result = train(x["train"], y["train"], x["validation"], y["validation"], train_config)
+        for name, variant in result.variants.items():
+            with mlflow.start_run(run_name=f"variant-{name}", nested=True):
+                mlflow.set_tag("variant", name)
+                mlflow.log_params({k: v for k, v in variant.params.items() if v is not None})
+                mlflow.log_metrics(
+                    {
+                        "validation_average_precision": variant.validation_ap,
+                        "best_iteration": variant.best_iteration,
+                        "train_seconds": variant.seconds,
+                        "train_rows_after_resampling": variant.train_rows,
+                        "train_frauds_after_resampling": variant.train_frauds,
+                    }
+                )
+        best = result.best
+        validation_scores = best.booster.inplace_predict(x["validation"])
+        threshold = choose_threshold(y["validation"], validation_scores, policy)
+        version = new_version(run_id)
+        model = FraudModel(anomaly_scores.scorer, best.booster, threshold)
+        mlflow.set_tags({"chosen_variant": result.chosen, "model_version": version})
+        mlflow.log_metrics(
+            {
+                "validation_average_precision": best.validation_ap,
+                "best_iteration": best.best_iteration,
+                "threshold": threshold,
+                **{f"validation_ap_{n}": v.validation_ap for n, v in result.variants.items()},
+            }
+        )
+        manifest = {
+            "model_version": version,
+            "mlflow_run_id": run_id,
+            "data_fingerprint": transaction_splits.fingerprint,
+            "data_source": transaction_splits.source,
+            "variant": result.chosen,
+            "threshold_policy": policy.kind,
+        }
+        model_uri = tracking.log_model(
+            model, manifest, transaction_splits.test.head(50), constants.MODEL_PIP_REQUIREMENTS
+        )
+    variants_table = {
+        name: {
+            "validation_ap": v.validation_ap,
+            "best_iteration": v.best_iteration,
+            "seconds": round(v.seconds, 1),
+        }
+        for name, v in result.variants.items()
+    }
+    context.log.info(f"chose {result.chosen}: validation AP {best.validation_ap:.4f}")
+    return dg.Output(
+        TrainedModel(
+            model=model,
+            version=version,
+            variant=result.chosen,
+            validation_ap={n: v.validation_ap for n, v in result.variants.items()},
+            mlflow_run_id=run_id,
+            model_uri=model_uri,
+            data_fingerprint=transaction_splits.fingerprint,
+            data_source=transaction_splits.source,
+            threshold_policy={
+                "kind": policy.kind,
+                "cost_missed_fraud": policy.cost_missed_fraud,
+                "cost_false_alarm": policy.cost_false_alarm,
+            },
+        ),
+        metadata={
+            "model_version": version,
+            "chosen_variant": result.chosen,
+            "validation_average_precision": best.validation_ap,
+            "variants": table(variants_table, "variant"),
+            "threshold": threshold,
+            "mlflow_run_id": run_id,
+            "mlflow_run": dg.MetadataValue.url(mlflow_tracking.run_url(run_id)),
+            "model_uri": model_uri,
+        },
+    )
+
+
+@dg.asset(
+    group_name="training",
+    kinds={"mlflow"},
+    owners=[constants.OWNER],
+    tags={"stage": "evaluate"},
+)
+def evaluation_report(
+    context: dg.AssetExecutionContext,
+    fraud_model: TrainedModel,
+    transaction_splits: Splits,
+    mlflow_tracking: MlflowTracking,
+) -> dg.Output:
+    """Test-split metrics at the validation-chosen threshold, with plots, logged to MLflow."""
+    x_test, y_test = as_arrays(transaction_splits.test)
+    # Score through the bundle's own path (raw fields -> probability), exactly as it is served.
+    scores = fraud_model.model.predict_proba(x_test)
+    policy = ThresholdPolicy(**fraud_model.threshold_policy)
+    figures = metrics(y_test, scores, fraud_model.model.threshold, policy)
+    gain = fraud_model.model.booster.get_score(importance_type="gain")
+    importance = {MODEL_FEATURES[int(k[1:])]: float(v) for k, v in gain.items()}
+    with tempfile.TemporaryDirectory() as tmp, mlflow_tracking.run(
+        context, run_id=fraud_model.mlflow_run_id
+    ):
+        folder = Path(tmp)
+        pngs = {
+            "Precision-recall curve": plots.pr_curve(
+                y_test, scores, figures["average_precision"], figures["threshold"], folder / "pr_curve.png"
+            ),
+            "ROC curve": plots.roc(y_test, scores, figures["roc_auc"], folder / "roc_curve.png"),
+            "Scores by class": plots.score_distribution(
+                y_test, scores, figures["threshold"], folder / "score_distribution.png"
+            ),
+            "Feature importance": plots.feature_importance(
+                importance, folder / "feature_importance.png"
+            ),
+        }
+        mlflow.log_metrics({f"test_{k}": v for k, v in figures.items()})
+        for png in pngs.values():
+            mlflow.log_artifact(str(png), artifact_path="plots")
+        mlflow.log_dict(figures, "evaluation/test_metrics.json")
+        shown = {f"plot_{p.stem}": image(p, title) for title, p in pngs.items()}
+    context.log.info(
+        f"test AP {figures['average_precision']:.4f}, ROC AUC {figures['roc_auc']:.4f}, "
+        f"recall@P90 {figures['recall_at_precision_90']:.3f}"
+    )
+    confusion = {
+        "actual fraud": {"predicted fraud": int(figures["tp"]), "predicted legit": int(figures["fn"])},
+        "actual legit": {"predicted fraud": int(figures["fp"]), "predicted legit": int(figures["tn"])},
+    }
+    return dg.Output(
+        EvaluationReport(figures, scores, fraud_model.mlflow_run_id),
+        metadata={
+            **{k: float(v) for k, v in figures.items()},
+            "confusion_matrix": table(confusion, "at threshold"),
+            "mlflow_run": dg.MetadataValue.url(mlflow_tracking.run_url(fraud_model.mlflow_run_id)),
+            **shown,
+        },
+    )

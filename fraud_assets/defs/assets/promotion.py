@@ -1,0 +1,145 @@
+"""The deployment asset: challenger vs production on the same test rows, then publish or keep."""
+
+
+from typing import Any
+
+import dagster as dg
+
+from fraud_assets.bundle import BundleError
+from fraud_assets.data import Splits, as_arrays
+from fraud_assets.defs import constants
+from fraud_assets.defs.assets._metadata import table
+from fraud_assets.defs.assets.model import EvaluationReport, TrainedModel
+from fraud_assets.defs.resources import MlflowTracking, ModelStoreResource
+from fraud_assets.evaluate import ThresholdPolicy, metrics
+from fraud_assets.promote import PromotionPolicy, decide
+
+
+class PromotionConfig(dg.Config):
+    margin: float = constants.PROMOTION.margin
+    confidence: float = constants.PROMOTION.confidence
+    n_resamples: int = constants.PROMOTION.n_resamples
+    floor_average_precision: float = constants.PROMOTION.floor_average_precision
+    floor_roc_auc: float = constants.PROMOTION.floor_roc_auc
+    guards: dict[str, float] = dict(constants.PROMOTION.guards)
+
+    def policy(self) -> PromotionPolicy:
+        return PromotionPolicy(
+            margin=self.margin,
+            confidence=self.confidence,
+            n_resamples=self.n_resamples,
+            floor_average_precision=self.floor_average_precision,
+            floor_roc_auc=self.floor_roc_auc,
+            guards=dict(self.guards),
+        )
+
+
+@dg.asset(
+    group_name="deployment",
+    kinds={"mlflow", "python"},
+    owners=[constants.OWNER],
+    tags={"stage": "deploy"},
+)
+def promoted_model(
+    context: dg.AssetExecutionContext,
+    config: PromotionConfig,
+    fraud_model: TrainedModel,
+    evaluation_report: EvaluationReport,
+    transaction_splits: Splits,
+    model_store: ModelStoreResource,
+    mlflow_tracking: MlflowTracking,
+) -> dg.Output:
+    """The production bundle: the challenger if it beats production, else production as it was."""
+    store = model_store.store()
+    policy = config.policy()
+    x_test, y_test = as_arrays(transaction_splits.test)
+    champion_scores = champion_metrics = champion_version = None
+    note = ""
+    try:
+        champion = store.load_production(verify=True)
+    except BundleError as exc:
+        champion, note = None, f" (production bundle unusable, replaced: {exc})"
+        context.log.warning(f"production bundle cannot be loaded: {exc}")
+    if champion is not None:
+        champion_version = champion.version
+        champion_scores = champion.predict_proba(x_test)
+        # The champion keeps its own threshold: it is judged as it serves.
+        champion_metrics = metrics(
+            y_test,
+            champion_scores,
+            champion.threshold,
+            ThresholdPolicy(**fraud_model.threshold_policy),
+        )
+    decision = decide(
+        y_test,
+        evaluation_report.test_scores,
+        evaluation_report.metrics,
+        champion_scores,
+        champion_metrics,
+        policy,
+        champion_version,
+    )
+    decision.reason += note
+    context.log.info(decision.reason)
+    tags: dict[str, Any] = {
+        "promotion_decision": "promoted" if decision.promote else "kept_production",
+        "promotion_reason": decision.reason,
+    }
+    production_version = champion_version
+    registered: dict[str, str] = {}
+    if decision.promote:
+        registry_version = mlflow_tracking.register_and_tag(
+            fraud_model.model_uri,
+            fraud_model.mlflow_run_id,
+            {"model_version": fraud_model.version, "data_fingerprint": fraud_model.data_fingerprint},
+        )
+        registered = {"name": mlflow_tracking.registered_model_name, "version": registry_version}
+        staged = store.stage(
+            fraud_model.model,
+            {
+                "model_version": fraud_model.version,
+                "mlflow_run_id": fraud_model.mlflow_run_id,
+                "mlflow_model_uri": fraud_model.model_uri,
+                "registered_model": registered,
+                "data_fingerprint": fraud_model.data_fingerprint,
+                "data_source": fraud_model.data_source,
+                "variant": fraud_model.variant,
+                "threshold_policy": fraud_model.threshold_policy["kind"],
+                "metrics": evaluation_report.metrics,
+                "promotion": decision.as_dict(),
+            },
+        )
+        published = store.publish(staged)
+        # The registry follows the files: the alias moves only once production has switched.
+        mlflow_tracking.set_champion(registry_version)
+        production_version = published.version
+        tags["registered_model_version"] = registry_version
+        context.log.info(f"published {published.version} (previous: {published.previous_version})")
+    mlflow_tracking.set_run_tags(fraud_model.mlflow_run_id, tags)
+    comparison = {"challenger": _headline(decision.challenger)}
+    if decision.champion is not None:
+        comparison[f"production {champion_version}"] = _headline(decision.champion)
+    metadata: dict[str, Any] = {
+        "decision": "promoted" if decision.promote else "kept production",
+        "promoted": decision.promote,
+        "reason": decision.reason,
+        "challenger_version": fraud_model.version,
+        "production_version": production_version or "none",
+        "production_path": str(store.production),
+        "comparison": table(comparison, "model"),
+        "mlflow_run": dg.MetadataValue.url(mlflow_tracking.run_url(fraud_model.mlflow_run_id)),
+    }
+    if decision.ap_gain is not None:
+        metadata["ap_gain"] = decision.ap_gain
+        metadata["bootstrap_confidence"] = decision.confidence
+    if registered:
+        metadata["registered_model_version"] = registered["version"]
+    return dg.Output(
+        {**decision.as_dict(), "production_version": production_version, **registered},
+        metadata=metadata,
+    )
+
+
+def _headline(figures: dict[str, float]) -> dict[str, float]:
+    keys = ("average_precision", "roc_auc", "recall_at_precision_90", "threshold")
+    return {k: float(figures[k]) for k in keys}

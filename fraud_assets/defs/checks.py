@@ -1,0 +1,87 @@
+"""Blocking asset checks: bad data or a bad model never reaches `promoted_model`."""
+
+
+from collections.abc import Iterable
+
+import dagster as dg
+import pandas as pd
+
+from fraud_assets import schema
+from fraud_assets.data import Splits
+from fraud_assets.defs import constants
+from fraud_assets.defs.assets.data import raw_transactions, transaction_splits
+from fraud_assets.defs.assets.model import EvaluationReport, evaluation_report
+
+_RAW_CHECKS = {
+    "check_raw_transactions_schema": (
+        schema.structure_problems,
+        "All 31 columns present and numeric, at least one row",
+    ),
+    "check_raw_transactions_nulls": (schema.null_problems, "No missing or infinite values"),
+    "check_raw_transactions_labels": (schema.label_problems, "Class holds only 0 and 1"),
+    "check_raw_transactions_ranges": (
+        schema.range_problems,
+        "Values within their valid range (Time and Amount >= 0)",
+    ),
+}
+
+
+@dg.multi_asset_check(
+    specs=[
+        dg.AssetCheckSpec(name, asset=raw_transactions, blocking=True, description=description)
+        for name, (_, description) in _RAW_CHECKS.items()
+    ]
+)
+def raw_transactions_checks(raw_transactions: pd.DataFrame) -> Iterable[dg.AssetCheckResult]:
+    """Schema, nulls, labels and ranges of the raw data, each reported with columns and rows."""
+    for name, (find, _) in _RAW_CHECKS.items():
+        problems = find(raw_transactions)
+        yield dg.AssetCheckResult(
+            check_name=name,
+            passed=not problems,
+            severity=dg.AssetCheckSeverity.ERROR,
+            description="; ".join(p.message for p in problems) or "ok",
+            metadata={
+                "columns": dg.MetadataValue.json(sorted({p.column for p in problems if p.column})),
+                "bad_rows": sum(p.count for p in problems),
+                "examples": dg.MetadataValue.json([e for p in problems for e in p.examples][:10]),
+            },
+        )
+
+
+@dg.asset_check(asset=transaction_splits, blocking=True)
+def check_transaction_splits_min_frauds(transaction_splits: Splits) -> dg.AssetCheckResult:
+    """Every split holds enough frauds to train, stop early and evaluate on."""
+    counts = {name: int(v["frauds"]) for name, v in transaction_splits.summary().items()}
+    short = {name: n for name, n in counts.items() if n < constants.MIN_FRAUDS_PER_SPLIT}
+    return dg.AssetCheckResult(
+        passed=not short,
+        severity=dg.AssetCheckSeverity.ERROR,
+        description=(
+            "too few frauds in column Class: "
+            + ", ".join(f"{k} has {n}" for k, n in short.items())
+            + f" (minimum {constants.MIN_FRAUDS_PER_SPLIT} per split)"
+            if short
+            else f"at least {constants.MIN_FRAUDS_PER_SPLIT} frauds in every split"
+        ),
+        metadata={f"{name}_frauds": n for name, n in counts.items()},
+    )
+
+
+@dg.asset_check(asset=evaluation_report, blocking=True)
+def check_evaluation_report_quality_floor(
+    evaluation_report: EvaluationReport,
+) -> dg.AssetCheckResult:
+    """The model clears the absolute quality floor on the test split."""
+    failures = constants.PROMOTION.floor_failures(evaluation_report.metrics)
+    return dg.AssetCheckResult(
+        passed=not failures,
+        severity=dg.AssetCheckSeverity.ERROR,
+        description="; ".join(failures) or "above the floor",
+        metadata={
+            "average_precision": evaluation_report.metrics["average_precision"],
+            "roc_auc": evaluation_report.metrics["roc_auc"],
+            "floor_average_precision": constants.PROMOTION.floor_average_precision,
+            "floor_roc_auc": constants.PROMOTION.floor_roc_auc,
+        },
+    )

@@ -1,0 +1,33 @@
+"""Defaults of every Dagster config in one place (the pure modules' dataclasses agree)."""
+
+from __future__ import annotations
+
+from fraud_assets.evaluate import ThresholdPolicy
+from fraud_assets.promote import PromotionPolicy
+from fraud_assets.train import TrainConfig
+
+OWNER = "team:fraud-ml"
+
+VALIDATION_FRACTION = 0.2
+TEST_FRACTION = 0.2
+MIN_FRAUDS_PER_SPLIT = 20
+
+ANOMALY_TREES = 100
+SEED = 0
+
+TRAIN = TrainConfig()
+THRESHOLD = ThresholdPolicy()
+PROMOTION = PromotionPolicy()
+
+#: The project's own runtime requirements, written into the MLflow model for `mlflow models serve`.
+MODEL_PIP_REQUIREMENTS = [
+    "mlflow>=3.17,<3.18",
+    "xgboost>=3.2,<3.3",
+    "scikit-learn>=1.9,<1.10",
+    "numpy>=2",
+    "pandas>=2.3,<3",
+    "joblib",
+]
+
+WEEKLY_CRON = "0 2 * * 0"
+SCHEDULE_TIMEZONE = "UTC"

@@ -1,0 +1,131 @@
+"""Resources: where data comes from, where models go, and MLflow tracking.
+
+MLflow goes through our own `MlflowTracking` resource. We do not use `dagster-mlflow`'s
+`mlflow_tracking`: it is a legacy function resource that opens an MLflow run in process-global
+state when a step starts and relies on the `end_mlflow_on_run_finished` job hook to close it, which
+`dagster asset materialize` (no job) never calls, so runs stay RUNNING; and it offers nothing for
+the registry. This resource keeps its useful convention (the Dagster run id as an MLflow tag) and
+passes the MLflow run id explicitly from `fraud_model` to the assets after it.
+"""
+
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+import mlflow
+
+from fraud_assets import tracking
+from fraud_assets.data import LoadedData, load_transactions
+from fraud_assets.store import ModelStore
+
+
+class DataSource(dg.ConfigurableResource):  # type: ignore[type-arg]
+    """Transactions from `data_dir` (`*.csv`, `*.parquet`), or a synthetic set when it is empty."""
+
+    data_dir: str
+    synthetic_rows: int = 284_807
+    synthetic_seed: int = 42
+    synthetic_fraud_rate: float = 492 / 284_807
+
+    def load(self) -> LoadedData:
+        return load_transactions(
+            Path(self.data_dir),
+            synthetic_rows=self.synthetic_rows,
+            seed=self.synthetic_seed,
+            fraud_rate=self.synthetic_fraud_rate,
+        )
+
+
+class ModelStoreResource(dg.ConfigurableResource):  # type: ignore[type-arg]
+    """The on-disk model store: staging, releases, production symlink, backups."""
+
+    models_dir: str
+    keep_backups: int = 10
+
+    def store(self) -> ModelStore:
+        return ModelStore(self.models_dir, keep_backups=self.keep_backups)
+
+
+class MlflowTracking(dg.ConfigurableResource):  # type: ignore[type-arg]
+    """MLflow tracking and registry for the training assets."""
+
+    tracking_uri: str
+    experiment_name: str = "fraud-detection"
+    registered_model_name: str = "fraud-detector"
+    artifact_root: str | None = None
+    ui_url: str = "http://127.0.0.1:5000"
+
+    def _experiment_id(self) -> str:
+        mlflow.set_tracking_uri(self.tracking_uri)
+        mlflow.set_registry_uri(self.tracking_uri)
+        root = Path(self.artifact_root) if self.artifact_root else None
+        experiment_id = tracking.ensure_experiment(
+            tracking.client(self.tracking_uri),
+            self.experiment_name,
+            root if tracking.is_local(self.tracking_uri) else None,
+        )
+        mlflow.set_experiment(experiment_id=experiment_id)
+        return experiment_id
+
+    @contextmanager
+    def run(
+        self,
+        context: dg.AssetExecutionContext,
+        run_id: str | None = None,
+        run_name: str | None = None,
+        tags: dict[str, str] | None = None,
+    ) -> Iterator[mlflow.ActiveRun]:
+        """Start (or, with `run_id`, resume) an MLflow run tagged with the Dagster run."""
+        experiment_id = self._experiment_id()
+        while mlflow.active_run() is not None:  # a run left open by a failed step in-process
+            mlflow.end_run("FAILED")
+        all_tags = {"dagster_run_id": context.run_id, "dagster_job": context.job_name}
+        all_tags.update(tags or {})
+        with mlflow.start_run(
+            run_id=run_id, run_name=run_name, experiment_id=experiment_id, tags=all_tags
+        ) as active:
+            yield active
+
+    def run_url(self, run_id: str) -> str:
+        run = tracking.client(self.tracking_uri).get_run(run_id)
+        return tracking.run_url(self.ui_url, run.info.experiment_id, run_id)
+
+    def register_and_tag(self, model_uri: str, run_id: str, tags: dict[str, str]) -> str:
+        return tracking.register(
+            self.tracking_uri, self.registered_model_name, model_uri, run_id, tags
+        )
+
+    def set_champion(self, version: str) -> None:
+        tracking.set_champion(self.tracking_uri, self.registered_model_name, version)
+
+    def set_run_tags(self, run_id: str, tags: dict[str, Any]) -> None:
+        mlflow_client = tracking.client(self.tracking_uri)
+        for key, value in tags.items():
+            mlflow_client.set_tag(run_id, key, str(value)[:5000])
+
+
+def default_resources() -> dict[str, Any]:
+    """Resources from the environment (see `.env.example`), with the embedded defaults."""
+    from fraud_assets.settings import PlatformSettings
+
+    settings = PlatformSettings()
+    return {
+        "data_source": DataSource(
+            data_dir=str(settings.data_dir),
+            synthetic_rows=settings.synthetic_rows,
+            synthetic_seed=settings.synthetic_seed,
+            synthetic_fraud_rate=settings.synthetic_fraud_rate,
+        ),
+        "model_store": ModelStoreResource(models_dir=str(settings.models_dir)),
+        "mlflow_tracking": MlflowTracking(
+            tracking_uri=settings.mlflow_tracking_uri,
+            experiment_name=settings.mlflow_experiment,
+            registered_model_name=settings.registered_model,
+            artifact_root=str(settings.mlflow_artifact_root),
+            ui_url=settings.mlflow_ui_url,
+        ),
+    }
+

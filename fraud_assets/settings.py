@@ -1,0 +1,38 @@
+"""Platform settings from the environment (and `.env`), with embedded defaults.
+
+Every variable is listed in `.env.example` and the README. Defaults need no server: data under
+`data/raw`, bundles under `models/`, MLflow in `mlflow.db`, all in the project directory.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import AliasChoices, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+
+
+class PlatformSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore")
+
+    data_dir: Path = Field(PROJECT_ROOT / "data" / "raw", validation_alias="FRAUD_DATA_DIR")
+    models_dir: Path = Field(PROJECT_ROOT / "models", validation_alias="FRAUD_MODELS_DIR")
+    mlflow_tracking_uri: str = Field(
+        f"sqlite:///{PROJECT_ROOT / 'mlflow.db'}", validation_alias="MLFLOW_TRACKING_URI"
+    )
+    #: Where runs store artifacts when tracking is local (a server decides for itself).
+    mlflow_artifact_root: Path = Field(
+        PROJECT_ROOT / "mlartifacts", validation_alias="FRAUD_MLFLOW_ARTIFACT_ROOT"
+    )
+    mlflow_experiment: str = Field("fraud-detection", validation_alias="FRAUD_MLFLOW_EXPERIMENT")
+    registered_model: str = Field("fraud-detector", validation_alias="FRAUD_REGISTERED_MODEL")
+    #: The MLflow UI that links in Dagster metadata point to.
+    mlflow_ui_url: str = Field(
+        "http://127.0.0.1:5000",
+        validation_alias=AliasChoices("FRAUD_MLFLOW_UI_URL", "MLFLOW_UI_URL"),
+    )
+    synthetic_seed: int = Field(42, validation_alias="FRAUD_SYNTHETIC_SEED")
+    synthetic_rows: int = Field(284_807, validation_alias="FRAUD_SYNTHETIC_ROWS")
+    synthetic_fraud_rate: float = Field(492 / 284_807, validation_alias="FRAUD_SYNTHETIC_FRAUD_RATE")

@@ -1,0 +1,98 @@
+"""MLflow tracking and registry helpers (no Dagster): runs, the pyfunc model, alias `champion`.
+
+The model is logged as an MLflow pyfunc that wraps the same bundle the API serves, so
+`mlflow models serve` and `models:/<name>@champion` give the same probabilities. MLflow 3's default
+skops serialisation cannot save an imbalanced-learn pipeline holding XGBoost; the bundle does not
+need it: SMOTE is training-time only, XGBoost keeps its own format.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import numpy as np
+import pandas as pd
+from mlflow.models import infer_signature
+from mlflow.tracking import MlflowClient
+
+from fraud_assets.bundle import FraudModel, load_bundle, save_bundle
+from fraud_assets.schema import FEATURE_COLUMNS
+
+CHAMPION = "champion"
+
+
+def is_local(tracking_uri: str) -> bool:
+    return not tracking_uri.startswith(("http://", "https://", "databricks"))
+
+
+def client(tracking_uri: str) -> MlflowClient:
+    return MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+
+
+def ensure_experiment(
+    mlflow_client: MlflowClient, name: str, artifact_root: Path | None = None
+) -> str:
+    """The experiment's id, creating it (with local artifacts under `artifact_root`) if needed."""
+    experiment = mlflow_client.get_experiment_by_name(name)
+    if experiment is not None:
+        return str(experiment.experiment_id)
+    location = artifact_root.resolve().as_uri() + f"/{name}" if artifact_root else None
+    return str(mlflow_client.create_experiment(name, artifact_location=location))
+
+
+def run_url(ui_url: str, experiment_id: str, run_id: str) -> str:
+    return f"{ui_url.rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id}"
+
+
+class FraudPyfunc(mlflow.pyfunc.PythonModel):  # type: ignore[name-defined,misc]
+    """MLflow pyfunc over a bundle: a frame with the 30 raw fields in, probabilities out."""
+
+    def load_context(self, context: Any) -> None:
+        self.model = load_bundle(context.artifacts["bundle"], verify=True)
+
+    def predict(self, context: Any, model_input: pd.DataFrame, params: Any = None) -> np.ndarray:
+        raw = model_input[list(FEATURE_COLUMNS)].to_numpy(dtype=np.float64)
+        return self.model.predict_proba(raw)
+
+
+def log_model(
+    model: FraudModel, manifest: dict[str, Any], example: pd.DataFrame, pip_requirements: list[str]
+) -> str:
+    """Log the bundle as the active run's pyfunc model; return its model URI."""
+    with tempfile.TemporaryDirectory() as tmp:
+        bundle_dir = save_bundle(model, Path(tmp) / "bundle", manifest)
+        example = example[list(FEATURE_COLUMNS)]
+        signature = infer_signature(example, model.predict_proba(example.to_numpy()))
+        info = mlflow.pyfunc.log_model(
+            name="model",
+            python_model=FraudPyfunc(),
+            artifacts={"bundle": str(bundle_dir)},
+            signature=signature,
+            input_example=example.head(2),
+            # Given explicitly: inferring them loads the model in a subprocess (seconds).
+            pip_requirements=pip_requirements,
+            code_paths=[str(Path(__file__).resolve().parent)],
+        )
+    return str(info.model_uri)
+
+
+def register(
+    tracking_uri: str, name: str, model_uri: str, run_id: str, tags: dict[str, str]
+) -> str:
+    """Create a new registered model version from a logged model; return the version number."""
+    mlflow_client = client(tracking_uri)
+    try:
+        mlflow_client.get_registered_model(name)
+    except mlflow.exceptions.MlflowException:
+        mlflow_client.create_registered_model(
+            name, description="Credit-card fraud classifier (IsolationForest feature + XGBoost)"
+        )
+    version = mlflow_client.create_model_version(name, model_uri, run_id=run_id, tags=tags)
+    return str(version.version)
+
+
+def set_champion(tracking_uri: str, name: str, version: str) -> None:
+    client(tracking_uri).set_registered_model_alias(name, CHAMPION, version)

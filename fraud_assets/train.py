@@ -1,0 +1,163 @@
+"""Training the classifier: no resampling, `scale_pos_weight` and SMOTE, best by validation AP.
+
+All three variants are XGBoost with early stopping on the (time-later) validation split. SMOTE runs
+inside an imbalanced-learn pipeline, so it only ever resamples the training rows; it is a
+training-time step and not part of the served model.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+import xgboost as xgb
+from imblearn.over_sampling import SMOTE
+from imblearn.pipeline import Pipeline
+from sklearn.metrics import average_precision_score
+
+VARIANTS: tuple[str, ...] = ("none", "scale_pos_weight", "smote")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    n_estimators: int = 300
+    max_depth: int = 6
+    learning_rate: float = 0.1
+    subsample: float = 0.9
+    colsample_bytree: float = 0.9
+    min_child_weight: float = 1.0
+    early_stopping_rounds: int = 30
+    smote_ratio: float = 0.1
+    smote_k_neighbors: int = 5
+    variants: tuple[str, ...] = VARIANTS
+    #: "best" keeps the variant with the highest validation AP; a variant name forces it.
+    selection: str = "best"
+    seed: int = 0
+    n_jobs: int | None = None
+
+    def __post_init__(self) -> None:
+        unknown = set(self.variants) - set(VARIANTS)
+        if unknown or not self.variants:
+            raise ValueError(f"variants must be a non-empty subset of {VARIANTS}, got {unknown}")
+        if self.selection != "best" and self.selection not in self.variants:
+            raise ValueError(f"selection must be 'best' or one of {self.variants}")
+
+    def xgb_params(self) -> dict[str, Any]:
+        return {
+            "n_estimators": self.n_estimators,
+            "max_depth": self.max_depth,
+            "learning_rate": self.learning_rate,
+            "subsample": self.subsample,
+            "colsample_bytree": self.colsample_bytree,
+            "min_child_weight": self.min_child_weight,
+            "early_stopping_rounds": self.early_stopping_rounds,
+            "eval_metric": "aucpr",
+            "tree_method": "hist",
+            "random_state": self.seed,
+            "n_jobs": self.n_jobs,
+        }
+
+    def as_params(self) -> dict[str, Any]:
+        params = asdict(self)
+        params["variants"] = ",".join(self.variants)
+        return params
+
+
+@dataclass
+class VariantResult:
+    name: str
+    booster: xgb.Booster
+    validation_ap: float
+    best_iteration: int
+    seconds: float
+    train_rows: int
+    train_frauds: int
+    params: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class TrainResult:
+    variants: dict[str, VariantResult]
+    chosen: str
+
+    @property
+    def best(self) -> VariantResult:
+        return self.variants[self.chosen]
+
+
+def _classifier(config: TrainConfig, **extra: Any) -> xgb.XGBClassifier:
+    return xgb.XGBClassifier(**config.xgb_params(), **extra)
+
+
+def train_variant(
+    name: str,
+    x_train: np.ndarray,
+    y_train: np.ndarray,
+    x_val: np.ndarray,
+    y_val: np.ndarray,
+    config: TrainConfig,
+) -> VariantResult:
+    """Train one variant with early stopping on validation; return its truncated booster."""
+    start = time.perf_counter()
+    extra: dict[str, Any] = {}
+    train_rows, train_frauds = len(y_train), int(y_train.sum())
+    if name == "scale_pos_weight":
+        extra["scale_pos_weight"] = float((len(y_train) - y_train.sum()) / max(1, y_train.sum()))
+    classifier = _classifier(config, **extra)
+    if name == "smote":
+        k = min(config.smote_k_neighbors, int(y_train.sum()) - 1)
+        if k < 1:
+            raise ValueError("SMOTE needs at least two frauds in the training split")
+        smote = SMOTE(sampling_strategy=config.smote_ratio, k_neighbors=k, random_state=config.seed)
+        pipeline = Pipeline([("smote", smote), ("classifier", classifier)])
+        pipeline.fit(
+            x_train,
+            y_train,
+            classifier__eval_set=[(x_val, y_val)],
+            classifier__verbose=False,
+        )
+        # What the classifier saw after resampling, for the record.
+        minority = int(y_train.sum())
+        majority = len(y_train) - minority
+        train_frauds = max(minority, int(majority * config.smote_ratio))
+        train_rows = majority + train_frauds
+    else:
+        classifier.fit(x_train, y_train, eval_set=[(x_val, y_val)], verbose=False)
+    best_iteration = int(getattr(classifier, "best_iteration", config.n_estimators - 1))
+    # Keep only the trees up to the best iteration, so every consumer predicts the same.
+    booster = classifier.get_booster()[: best_iteration + 1]
+    scores = booster.inplace_predict(x_val)
+    return VariantResult(
+        name=name,
+        booster=booster,
+        validation_ap=float(average_precision_score(y_val, scores)),
+        best_iteration=best_iteration,
+        seconds=time.perf_counter() - start,
+        train_rows=train_rows,
+        train_frauds=train_frauds,
+        params={**config.xgb_params(), **extra},
+    )
+
+
+def train(
+    x_train: np.ndarray,
+    y_train: np.ndarray,
+    x_val: np.ndarray,
+    y_val: np.ndarray,
+    config: TrainConfig | None = None,
+) -> TrainResult:
+    """Train every configured variant and choose one (best validation AP unless forced)."""
+    config = config or TrainConfig()
+    if y_train.sum() == 0 or y_val.sum() == 0:
+        raise ValueError("both the training and the validation split need at least one fraud")
+    results = {
+        name: train_variant(name, x_train, y_train, x_val, y_val, config)
+        for name in config.variants
+    }
+    if config.selection == "best":
+        chosen = max(results.values(), key=lambda r: r.validation_ap).name
+    else:
+        chosen = config.selection
+    return TrainResult(results, chosen)
