@@ -1,0 +1,79 @@
+# Two commands do all the set-up: `make demo` and `make test` (see README.md).
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
+# Copies, not hard links: the uv cache may sit on another file system.
+export UV_LINK_MODE ?= copy
+UV := $(shell command -v uv 2>/dev/null)
+ifeq ($(UV),)
+UV := python3 -m uv
+endif
+RUN := $(UV) run --locked
+
+.PHONY: help uv install dagster-home demo materialize status rollback history ui mlflow-ui \
+	lint format typecheck test test-fast bench clean
+
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
+
+uv:  ## make sure uv is there (installs it with pip when missing)
+	@command -v uv >/dev/null 2>&1 || python3 -m uv --version >/dev/null 2>&1 || python3 -m pip install --quiet uv
+
+install: uv  ## create .venv from uv.lock
+	$(UV) sync --locked
+
+dagster-home: install
+	@$(RUN) python -m fraud_assets.instance
+
+demo: dagster-home  ## install, materialize the whole graph on the embedded defaults, show the result
+	$(RUN) dagster asset materialize -m fraud_assets.definitions --select '*'
+	@echo
+	@echo "== Production model (models/production) =="
+	@$(RUN) fraud-models status
+	@echo
+	@echo "Dagster UI:  make ui         -> http://127.0.0.1:3000 (asset graph, metadata, plots)"
+	@echo "MLflow UI:   make mlflow-ui  -> http://127.0.0.1:5000 (runs, plots, registry alias 'champion')"
+	@echo "Rollback:    make rollback   (or: uv run fraud-models rollback)"
+
+materialize: dagster-home  ## materialize every asset again (same as the second half of demo)
+	$(RUN) dagster asset materialize -m fraud_assets.definitions --select '*'
+
+status: install  ## print what is in production
+	@$(RUN) fraud-models status
+
+history: install  ## list the backups a rollback can return to
+	@$(RUN) fraud-models history
+
+rollback: install  ## put the previous production model back
+	$(RUN) fraud-models rollback
+
+ui: dagster-home  ## Dagster webserver and daemon on :3000
+	$(RUN) dagster dev -m fraud_assets.definitions -h 127.0.0.1 -p 3000
+
+mlflow-ui: install  ## MLflow UI on :5000 over the local mlflow.db
+	$(RUN) mlflow ui --backend-store-uri "$${MLFLOW_TRACKING_URI:-sqlite:///$(CURDIR)/mlflow.db}" \
+		--host 127.0.0.1 --port 5000
+
+lint: install
+	$(RUN) ruff check .
+	$(RUN) ruff format --check .
+
+format: install
+	$(RUN) ruff format .
+	$(RUN) ruff check --fix .
+
+typecheck: install
+	$(RUN) mypy
+
+test: lint typecheck  ## ruff, mypy and the whole pytest suite (starts the servers it needs)
+	$(RUN) pytest
+
+test-fast: install  ## the suite without the slow end-to-end tests
+	$(RUN) pytest -m "not slow"
+
+bench: install  ## full-size timing: platform vs a bare script (prints a table)
+	$(RUN) python benchmarks/materialize_vs_script.py
+
+clean:  ## remove local state (models, MLflow, Dagster); keeps data/raw
+	rm -rf models mlflow.db mlartifacts mlruns .dagster_home
