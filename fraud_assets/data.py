@@ -126,8 +126,8 @@ def split_by_time(
     clean = conform(frame)
     ordered = clean.sort_values(TIME, kind="stable").reset_index(drop=True)
     n = len(ordered)
-    train_end = int(round(n * (1 - validation_fraction - test_fraction)))
-    val_end = int(round(n * (1 - test_fraction)))
+    train_end = round(n * (1 - validation_fraction - test_fraction))
+    val_end = round(n * (1 - test_fraction))
     return Splits(
         train=ordered.iloc[:train_end].reset_index(drop=True),
         validation=ordered.iloc[train_end:val_end].reset_index(drop=True),

@@ -7,9 +7,9 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")  # no display on servers; must precede pyplot
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from sklearn.metrics import precision_recall_curve, roc_curve  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+from sklearn.metrics import precision_recall_curve, roc_curve
 
 _DPI = 80
 
@@ -44,7 +44,7 @@ def roc(y: np.ndarray, scores: np.ndarray, auc: float, path: Path) -> Path:
 
 def score_distribution(y: np.ndarray, scores: np.ndarray, threshold: float, path: Path) -> Path:
     fig, ax = plt.subplots(figsize=(5, 4))
-    bins = np.linspace(0, 1, 51)
+    bins = np.linspace(0, 1, 51).tolist()
     ax.hist(scores[y == 0], bins=bins, alpha=0.6, density=True, label="legit", log=True)
     ax.hist(scores[y == 1], bins=bins, alpha=0.6, density=True, label="fraud", log=True)
     ax.axvline(threshold, color="red", linestyle="--", label="threshold")
@@ -63,7 +63,7 @@ def feature_importance(importance: dict[str, float], path: Path, top: int = 15) 
 
 def anomaly_by_class(y: np.ndarray, anomaly: np.ndarray, path: Path) -> Path:
     fig, ax = plt.subplots(figsize=(5, 4))
-    bins = np.linspace(float(anomaly.min()), float(anomaly.max()), 51)
+    bins = np.linspace(float(anomaly.min()), float(anomaly.max()), 51).tolist()
     ax.hist(anomaly[y == 0], bins=bins, alpha=0.6, density=True, label="legit")
     ax.hist(anomaly[y == 1], bins=bins, alpha=0.6, density=True, label="fraud")
     ax.set(xlabel="IsolationForest anomaly score", ylabel="Density", title="Anomaly score by class")

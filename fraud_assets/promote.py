@@ -71,7 +71,9 @@ def decide(
     """Apply the promotion rule to two models' scores on the same test rows."""
     failures = policy.floor_failures(challenger_metrics)
     if failures:
-        return Decision(False, "below the quality floor: " + "; ".join(failures), challenger_metrics)
+        return Decision(
+            False, "below the quality floor: " + "; ".join(failures), challenger_metrics
+        )
     if champion_scores is None or champion_metrics is None:
         return Decision(
             True,
@@ -202,8 +204,10 @@ def _move_alias(store: Any, settings: Any) -> int:
         print("no MLflow registry entry in the manifest; alias left as it is")
         return 0
     try:
-        tracking.set_champion(settings.mlflow_tracking_uri, registered["name"], registered["version"])
-    except Exception as exc:  # noqa: BLE001 - any tracking failure is reported, files stay rolled back
+        tracking.set_champion(
+            settings.mlflow_tracking_uri, registered["name"], registered["version"]
+        )
+    except Exception as exc:  # any tracking failure is reported; the files stay rolled back
         print(
             f"error: production rolled back, but the MLflow alias 'champion' was not moved: {exc}",
             file=sys.stderr,

@@ -130,9 +130,9 @@ def null_problems(df: pd.DataFrame) -> list[Problem]:
     for name in COLUMNS:
         if name not in df.columns:
             continue
-        mask = df[name].isna().to_numpy()
-        if np.issubdtype(_numeric(df, name).dtype, np.floating):
-            mask |= np.isinf(_numeric(df, name).to_numpy(dtype=float, na_value=np.nan))
+        # Text that is not a number is the schema check's business, not a null.
+        numeric = _numeric(df, name).to_numpy(dtype=float, na_value=np.nan)
+        mask = df[name].isna().to_numpy() | np.isinf(numeric)
         if mask.any():
             bad = np.flatnonzero(mask)
             rows = locate(df, bad)
@@ -192,7 +192,10 @@ def range_problems(df: pd.DataFrame) -> list[Problem]:
             rows = locate(df, bad)
             bound = " and ".join(
                 text
-                for text, limit in ((f">= {spec.minimum:g}", spec.minimum), (f"<= {spec.maximum:g}", spec.maximum))
+                for text, limit in (
+                    (f">= {spec.minimum:g}", spec.minimum),
+                    (f"<= {spec.maximum:g}", spec.maximum),
+                )
                 if limit is not None
             )
             problems.append(

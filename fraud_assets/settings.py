@@ -35,4 +35,6 @@ class PlatformSettings(BaseSettings):
     )
     synthetic_seed: int = Field(42, validation_alias="FRAUD_SYNTHETIC_SEED")
     synthetic_rows: int = Field(284_807, validation_alias="FRAUD_SYNTHETIC_ROWS")
-    synthetic_fraud_rate: float = Field(492 / 284_807, validation_alias="FRAUD_SYNTHETIC_FRAUD_RATE")
+    synthetic_fraud_rate: float = Field(
+        492 / 284_807, validation_alias="FRAUD_SYNTHETIC_FRAUD_RATE"
+    )

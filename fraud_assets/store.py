@@ -119,7 +119,9 @@ class ModelStore:
             current = self.current_version()
             backups = self.list_backups()
             if to_version is None:
-                older = [(p, m) for p, m in backups if current is None or m["model_version"] < current]
+                older = [
+                    (p, m) for p, m in backups if current is None or m["model_version"] < current
+                ]
                 if not older:
                     raise StoreError(f"no backup older than {current} in {self.backups}")
                 path, manifest = older[-1]

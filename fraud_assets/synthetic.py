@@ -85,7 +85,7 @@ def generate(n_rows: int = N_ROWS, fraud_rate: float = FRAUD_RATE, seed: int = 4
     amount[fraud_idx] = np.where(
         small, rng.uniform(0.0, 3.0, n_fraud), np.exp(rng.normal(5.0, 1.2, n_fraud))
     )
-    amount = np.round(np.minimum(amount, 25_691.16), 2)
+    amount = np.round(np.minimum(amount, 25_691.16), 2).astype(np.float64)
 
     frame = pd.DataFrame(v, columns=list(PCA_COLUMNS))
     frame.insert(0, TIME, np.floor(time))

@@ -47,7 +47,7 @@ def run_url(ui_url: str, experiment_id: str, run_id: str) -> str:
     return f"{ui_url.rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id}"
 
 
-class FraudPyfunc(mlflow.pyfunc.PythonModel):  # type: ignore[name-defined,misc]
+class FraudPyfunc(mlflow.pyfunc.PythonModel):  # type: ignore[name-defined]
     """MLflow pyfunc over a bundle: a frame with the 30 raw fields in, probabilities out."""
 
     def load_context(self, context: Any) -> None:

@@ -1,6 +1,5 @@
 """Blocking asset checks: bad data or a bad model never reaches `promoted_model`."""
 
-
 from collections.abc import Iterable
 
 import dagster as dg

@@ -8,7 +8,6 @@ the registry. This resource keeps its useful convention (the Dagster run id as a
 passes the MLflow run id explicitly from `fraud_model` to the assets after it.
 """
 
-
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -22,7 +21,7 @@ from fraud_assets.data import LoadedData, load_transactions
 from fraud_assets.store import ModelStore
 
 
-class DataSource(dg.ConfigurableResource):  # type: ignore[type-arg]
+class DataSource(dg.ConfigurableResource):
     """Transactions from `data_dir` (`*.csv`, `*.parquet`), or a synthetic set when it is empty."""
 
     data_dir: str
@@ -39,7 +38,7 @@ class DataSource(dg.ConfigurableResource):  # type: ignore[type-arg]
         )
 
 
-class ModelStoreResource(dg.ConfigurableResource):  # type: ignore[type-arg]
+class ModelStoreResource(dg.ConfigurableResource):
     """The on-disk model store: staging, releases, production symlink, backups."""
 
     models_dir: str
@@ -49,7 +48,7 @@ class ModelStoreResource(dg.ConfigurableResource):  # type: ignore[type-arg]
         return ModelStore(self.models_dir, keep_backups=self.keep_backups)
 
 
-class MlflowTracking(dg.ConfigurableResource):  # type: ignore[type-arg]
+class MlflowTracking(dg.ConfigurableResource):
     """MLflow tracking and registry for the training assets."""
 
     tracking_uri: str
@@ -128,4 +127,3 @@ def default_resources() -> dict[str, Any]:
             ui_url=settings.mlflow_ui_url,
         ),
     }
-

@@ -1,7 +1,7 @@
 """Helpers that turn results into Dagster metadata the UI shows well."""
 
-
 import base64
+from collections.abc import Mapping
 from pathlib import Path
 
 import dagster as dg
@@ -13,7 +13,9 @@ def image(path: Path, title: str) -> dg.MarkdownMetadataValue:
     return dg.MetadataValue.md(f"**{title}**\n\n![{title}](data:image/png;base64,{data})")
 
 
-def table(rows: dict[str, dict[str, float]], first: str) -> dg.MarkdownMetadataValue:
+def table(
+    rows: Mapping[str, Mapping[str, float | int | str]], first: str
+) -> dg.MarkdownMetadataValue:
     """A markdown table: one row per key of `rows`, one column per metric."""
     columns = list(next(iter(rows.values())).keys()) if rows else []
     lines = [f"| {first} | " + " | ".join(columns) + " |", "|---" * (len(columns) + 1) + "|"]

@@ -1,5 +1,6 @@
 """Ingestion assets: the raw transactions and their time-ordered splits."""
 
+from typing import Any
 
 import dagster as dg
 import pandas as pd
@@ -32,7 +33,7 @@ def raw_transactions(context: dg.AssetExecutionContext, data_source: DataSource)
     labels = pd.to_numeric(frame[LABEL], errors="coerce") if LABEL in frame else None
     times = pd.to_numeric(frame[TIME], errors="coerce") if TIME in frame else None
     context.log.info(f"loaded {len(frame):,} rows ({loaded.source}) from {data_source.data_dir}")
-    metadata: dict[str, object] = {
+    metadata: dict[str, Any] = {
         "rows": len(frame),
         "columns": len(frame.columns),
         "data_source": loaded.source,
@@ -73,4 +74,3 @@ def transaction_splits(
             **{f"{name}_frauds": int(v["frauds"]) for name, v in summary.items()},
         },
     )
-

@@ -1,6 +1,5 @@
 """Model assets: the anomaly feature, the classifier and its evaluation on the test split."""
 
-
 import tempfile
 import time
 from dataclasses import dataclass
@@ -10,6 +9,7 @@ from typing import Any
 import dagster as dg
 import mlflow
 import numpy as np
+from pydantic import Field
 from sklearn.metrics import average_precision_score, roc_auc_score
 
 from fraud_assets import plots, tracking
@@ -62,7 +62,7 @@ class TrainingConfig(dg.Config):
     learning_rate: float = constants.TRAIN.learning_rate
     early_stopping_rounds: int = constants.TRAIN.early_stopping_rounds
     smote_ratio: float = constants.TRAIN.smote_ratio
-    variants: list[str] = list(VARIANTS)
+    variants: list[str] = Field(default_factory=lambda: list(VARIANTS))
     #: "best" keeps the best validation AP; "smote" (or another variant) forces that variant.
     selection: str = constants.TRAIN.selection
     seed: int = constants.SEED
@@ -162,7 +162,11 @@ def fraud_model(
             }
         )
         mlflow.log_metrics(
-            {f"{name}_{k}": float(v[k]) for name, v in splits_summary.items() for k in ("rows", "frauds")}
+            {
+                f"{name}_{k}": float(v[k])
+                for name, v in splits_summary.items()
+                for k in ("rows", "frauds")
+            }
         )
         result = train(x["train"], y["train"], x["validation"], y["validation"], train_config)
         for name, variant in result.variants.items():
@@ -260,14 +264,19 @@ def evaluation_report(
     policy = ThresholdPolicy(**fraud_model.threshold_policy)
     figures = metrics(y_test, scores, fraud_model.model.threshold, policy)
     gain = fraud_model.model.booster.get_score(importance_type="gain")
-    importance = {MODEL_FEATURES[int(k[1:])]: float(v) for k, v in gain.items()}
-    with tempfile.TemporaryDirectory() as tmp, mlflow_tracking.run(
-        context, run_id=fraud_model.mlflow_run_id
+    importance = {MODEL_FEATURES[int(k[1:])]: float(v) for k, v in gain.items()}  # type: ignore[arg-type]
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        mlflow_tracking.run(context, run_id=fraud_model.mlflow_run_id),
     ):
         folder = Path(tmp)
         pngs = {
             "Precision-recall curve": plots.pr_curve(
-                y_test, scores, figures["average_precision"], figures["threshold"], folder / "pr_curve.png"
+                y_test,
+                scores,
+                figures["average_precision"],
+                figures["threshold"],
+                folder / "pr_curve.png",
             ),
             "ROC curve": plots.roc(y_test, scores, figures["roc_auc"], folder / "roc_curve.png"),
             "Scores by class": plots.score_distribution(
@@ -287,8 +296,14 @@ def evaluation_report(
         f"recall@P90 {figures['recall_at_precision_90']:.3f}"
     )
     confusion = {
-        "actual fraud": {"predicted fraud": int(figures["tp"]), "predicted legit": int(figures["fn"])},
-        "actual legit": {"predicted fraud": int(figures["fp"]), "predicted legit": int(figures["tn"])},
+        "actual fraud": {
+            "predicted fraud": int(figures["tp"]),
+            "predicted legit": int(figures["fn"]),
+        },
+        "actual legit": {
+            "predicted fraud": int(figures["fp"]),
+            "predicted legit": int(figures["tn"]),
+        },
     }
     return dg.Output(
         EvaluationReport(figures, scores, fraud_model.mlflow_run_id),

@@ -1,9 +1,9 @@
 """The deployment asset: challenger vs production on the same test rows, then publish or keep."""
 
-
 from typing import Any
 
 import dagster as dg
+from pydantic import Field
 
 from fraud_assets.bundle import BundleError
 from fraud_assets.data import Splits, as_arrays
@@ -21,7 +21,7 @@ class PromotionConfig(dg.Config):
     n_resamples: int = constants.PROMOTION.n_resamples
     floor_average_precision: float = constants.PROMOTION.floor_average_precision
     floor_roc_auc: float = constants.PROMOTION.floor_roc_auc
-    guards: dict[str, float] = dict(constants.PROMOTION.guards)
+    guards: dict[str, float] = Field(default_factory=lambda: dict(constants.PROMOTION.guards))
 
     def policy(self) -> PromotionPolicy:
         return PromotionPolicy(
@@ -91,7 +91,10 @@ def promoted_model(
         registry_version = mlflow_tracking.register_and_tag(
             fraud_model.model_uri,
             fraud_model.mlflow_run_id,
-            {"model_version": fraud_model.version, "data_fingerprint": fraud_model.data_fingerprint},
+            {
+                "model_version": fraud_model.version,
+                "data_fingerprint": fraud_model.data_fingerprint,
+            },
         )
         registered = {"name": mlflow_tracking.registered_model_name, "version": registry_version}
         staged = store.stage(
