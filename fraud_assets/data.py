@@ -124,7 +124,10 @@ def split_by_time(
     if validation_fraction + test_fraction >= 1:
         raise ValueError("validation_fraction + test_fraction must leave rows to train on")
     clean = conform(frame)
-    ordered = clean.sort_values(TIME, kind="stable").reset_index(drop=True)
+    # Many rows share a `Time`: a hash of each row's content breaks the ties, so the same rows in
+    # any file order give the same splits and the same fingerprint.
+    content = pd.util.hash_pandas_object(clean, index=False).to_numpy()
+    ordered = clean.iloc[np.lexsort((content, clean[TIME].to_numpy()))].reset_index(drop=True)
     n = len(ordered)
     train_end = round(n * (1 - validation_fraction - test_fraction))
     val_end = round(n * (1 - test_fraction))

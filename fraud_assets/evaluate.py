@@ -90,6 +90,12 @@ def _weighted_ap(sorted_y: np.ndarray, ends: np.ndarray, weights: np.ndarray) ->
     `ends` are the last positions of the runs of tied scores that hold a fraud: recall only moves
     there, so precision is needed there only, summed segment by segment rather than over all rows.
     """
+    if ends.size == 0:
+        return np.zeros(weights.shape[0])
+    # Rows after the last fraud's run never reach a recall step: leave them out, or the last
+    # segment would count them as seen and drag its precision down to the base rate.
+    stop = int(ends[-1]) + 1
+    sorted_y, weights = sorted_y[:stop], weights[:, :stop]
     starts = np.r_[0, ends[:-1] + 1]
     tp = np.cumsum(np.add.reduceat(weights * sorted_y, starts, axis=1), axis=1)
     seen = np.cumsum(np.add.reduceat(weights, starts, axis=1), axis=1)

@@ -191,11 +191,8 @@ def range_problems(df: pd.DataFrame) -> list[Problem]:
             bad = np.flatnonzero(mask)
             rows = locate(df, bad)
             bound = " and ".join(
-                text
-                for text, limit in (
-                    (f">= {spec.minimum:g}", spec.minimum),
-                    (f"<= {spec.maximum:g}", spec.maximum),
-                )
+                f"{op} {limit:g}"
+                for op, limit in ((">=", spec.minimum), ("<=", spec.maximum))
                 if limit is not None
             )
             problems.append(

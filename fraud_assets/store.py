@@ -104,6 +104,9 @@ class ModelStore:
     def publish(self, staged: Path) -> Published:
         """Verify a staged bundle, back up production, release it, switch production to it."""
         with self._locked():
+            # Refuse before touching anything, so the staged bundle is still there to publish
+            # once the user has fixed `production`.
+            self._check_production()
             model = load_bundle(staged, verify=True)
             version = model.version
             previous = self.current_version()
@@ -162,12 +165,15 @@ class ModelStore:
         os.replace(staged, release)
         return release
 
-    def _switch(self, release: Path) -> None:
+    def _check_production(self) -> None:
         if self.production.exists() and not self.production.is_symlink():
             raise StoreError(
                 f"{self.production} is a directory, not the symlink this store manages; "
                 f"move it into {self.releases}/<version> and publish again"
             )
+
+    def _switch(self, release: Path) -> None:
+        self._check_production()
         link = self.root / f".production.{os.getpid()}.tmp"
         if link.is_symlink() or link.exists():
             link.unlink()

@@ -90,7 +90,12 @@ def register(
         mlflow_client.create_registered_model(
             name, description="Credit-card fraud classifier (IsolationForest feature + XGBoost)"
         )
-    version = mlflow_client.create_model_version(name, model_uri, run_id=run_id, tags=tags)
+    # A tracking server accepts a `models:/<model_id>` source only with that model_id beside it
+    # (it checks the source against the run otherwise, and rejects it); local stores do not check.
+    model_id = model_uri.removeprefix("models:/") if model_uri.startswith("models:/m-") else None
+    version = mlflow_client.create_model_version(
+        name, model_uri, run_id=run_id, tags=tags, model_id=model_id
+    )
     return str(version.version)
 
 

@@ -5,14 +5,24 @@ from __future__ import annotations
 import os
 import socket
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import psycopg2
 import pytest
+import xgboost as xgb
 
-from fraud_assets.defs.resources import DataSource, MlflowTracking, ModelStoreResource
+from fraud_assets import synthetic
+from fraud_assets.bundle import FraudModel
+from fraud_assets.data import as_arrays
+from fraud_assets.defs.resources import (
+    DataSource,
+    MlflowTracking,
+    ModelStoreResource,
+    PromotionRules,
+)
+from fraud_assets.features import AnomalyScorer, base_features, model_features
 
 PG_HOST = os.environ.get("FRAUD_TEST_PG_HOST", "127.0.0.1")
 PG_PORT = int(os.environ.get("FRAUD_TEST_PG_PORT", "5432"))
@@ -49,6 +59,7 @@ def make_resources(
     rows: int = SMALL_ROWS,
     fraud_rate: float = SMALL_FRAUD_RATE,
     seed: int = 42,
+    promotion_rules: PromotionRules | None = None,
 ) -> dict[str, Any]:
     """Resources for `dg.materialize`, all state under `tmp_path`."""
     return {
@@ -59,6 +70,7 @@ def make_resources(
             synthetic_fraud_rate=fraud_rate,
         ),
         "model_store": ModelStoreResource(models_dir=str(tmp_path / "models")),
+        "promotion_rules": promotion_rules or PromotionRules(),
         "mlflow_tracking": MlflowTracking(
             tracking_uri=tracking_uri or f"sqlite:///{tmp_path / 'mlflow.db'}",
             artifact_root=str(tmp_path / "mlartifacts"),
@@ -85,3 +97,27 @@ def postgres_url() -> Iterator[str]:
         with admin.cursor() as cur:
             cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         admin.close()
+
+
+@pytest.fixture(scope="session")
+def make_fraud_model() -> Callable[..., FraudModel]:
+    """Small trained `FraudModel`s: one fit per seed, a fresh wrapper (and manifest) each call.
+
+    Different seeds give models that predict differently, so a test can tell which one is served.
+    """
+    fitted: dict[int, tuple[AnomalyScorer, xgb.Booster]] = {}
+
+    def make(seed: int = 0, threshold: float = 0.5) -> FraudModel:
+        if seed not in fitted:
+            x, y = as_arrays(synthetic.generate(n_rows=5_000, fraud_rate=0.02, seed=seed))
+            base = base_features(x)
+            anomaly = AnomalyScorer.fit(base, n_estimators=20, seed=seed)
+            classifier = xgb.XGBClassifier(
+                n_estimators=15, max_depth=3, random_state=seed, n_jobs=1
+            )
+            classifier.fit(model_features(base, anomaly.score(base)), y)
+            fitted[seed] = (anomaly, classifier.get_booster())
+        anomaly, booster = fitted[seed]
+        return FraudModel(anomaly, booster, threshold)
+
+    return make

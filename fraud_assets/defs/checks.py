@@ -10,6 +10,7 @@ from fraud_assets.data import Splits
 from fraud_assets.defs import constants
 from fraud_assets.defs.assets.data import raw_transactions, transaction_splits
 from fraud_assets.defs.assets.model import EvaluationReport, evaluation_report
+from fraud_assets.defs.resources import PromotionRules
 
 _RAW_CHECKS = {
     "check_raw_transactions_schema": (
@@ -69,10 +70,11 @@ def check_transaction_splits_min_frauds(transaction_splits: Splits) -> dg.AssetC
 
 @dg.asset_check(asset=evaluation_report, blocking=True)
 def check_evaluation_report_quality_floor(
-    evaluation_report: EvaluationReport,
+    evaluation_report: EvaluationReport, promotion_rules: PromotionRules
 ) -> dg.AssetCheckResult:
     """The model clears the absolute quality floor on the test split."""
-    failures = constants.PROMOTION.floor_failures(evaluation_report.metrics)
+    policy = promotion_rules.policy()
+    failures = policy.floor_failures(evaluation_report.metrics)
     return dg.AssetCheckResult(
         passed=not failures,
         severity=dg.AssetCheckSeverity.ERROR,
@@ -80,7 +82,7 @@ def check_evaluation_report_quality_floor(
         metadata={
             "average_precision": evaluation_report.metrics["average_precision"],
             "roc_auc": evaluation_report.metrics["roc_auc"],
-            "floor_average_precision": constants.PROMOTION.floor_average_precision,
-            "floor_roc_auc": constants.PROMOTION.floor_roc_auc,
+            "floor_average_precision": policy.floor_average_precision,
+            "floor_roc_auc": policy.floor_roc_auc,
         },
     )

@@ -15,9 +15,12 @@ from typing import Any
 
 import dagster as dg
 import mlflow
+from pydantic import Field
 
 from fraud_assets import tracking
 from fraud_assets.data import LoadedData, load_transactions
+from fraud_assets.defs import constants
+from fraud_assets.promote import PromotionPolicy
 from fraud_assets.store import ModelStore
 
 
@@ -46,6 +49,27 @@ class ModelStoreResource(dg.ConfigurableResource):
 
     def store(self) -> ModelStore:
         return ModelStore(self.models_dir, keep_backups=self.keep_backups)
+
+
+class PromotionRules(dg.ConfigurableResource):
+    """The promotion rule, shared by the quality-floor check and `promoted_model`."""
+
+    margin: float = constants.PROMOTION.margin
+    confidence: float = constants.PROMOTION.confidence
+    n_resamples: int = constants.PROMOTION.n_resamples
+    floor_average_precision: float = constants.PROMOTION.floor_average_precision
+    floor_roc_auc: float = constants.PROMOTION.floor_roc_auc
+    guards: dict[str, float] = Field(default_factory=lambda: dict(constants.PROMOTION.guards))
+
+    def policy(self) -> PromotionPolicy:
+        return PromotionPolicy(
+            margin=self.margin,
+            confidence=self.confidence,
+            n_resamples=self.n_resamples,
+            floor_average_precision=self.floor_average_precision,
+            floor_roc_auc=self.floor_roc_auc,
+            guards=dict(self.guards),
+        )
 
 
 class MlflowTracking(dg.ConfigurableResource):
@@ -119,6 +143,7 @@ def default_resources() -> dict[str, Any]:
             synthetic_fraud_rate=settings.synthetic_fraud_rate,
         ),
         "model_store": ModelStoreResource(models_dir=str(settings.models_dir)),
+        "promotion_rules": PromotionRules(),
         "mlflow_tracking": MlflowTracking(
             tracking_uri=settings.mlflow_tracking_uri,
             experiment_name=settings.mlflow_experiment,

@@ -3,35 +3,15 @@
 from typing import Any
 
 import dagster as dg
-from pydantic import Field
 
 from fraud_assets.bundle import BundleError
 from fraud_assets.data import Splits, as_arrays
 from fraud_assets.defs import constants
 from fraud_assets.defs.assets._metadata import table
 from fraud_assets.defs.assets.model import EvaluationReport, TrainedModel
-from fraud_assets.defs.resources import MlflowTracking, ModelStoreResource
+from fraud_assets.defs.resources import MlflowTracking, ModelStoreResource, PromotionRules
 from fraud_assets.evaluate import ThresholdPolicy, metrics
-from fraud_assets.promote import PromotionPolicy, decide
-
-
-class PromotionConfig(dg.Config):
-    margin: float = constants.PROMOTION.margin
-    confidence: float = constants.PROMOTION.confidence
-    n_resamples: int = constants.PROMOTION.n_resamples
-    floor_average_precision: float = constants.PROMOTION.floor_average_precision
-    floor_roc_auc: float = constants.PROMOTION.floor_roc_auc
-    guards: dict[str, float] = Field(default_factory=lambda: dict(constants.PROMOTION.guards))
-
-    def policy(self) -> PromotionPolicy:
-        return PromotionPolicy(
-            margin=self.margin,
-            confidence=self.confidence,
-            n_resamples=self.n_resamples,
-            floor_average_precision=self.floor_average_precision,
-            floor_roc_auc=self.floor_roc_auc,
-            guards=dict(self.guards),
-        )
+from fraud_assets.promote import decide
 
 
 @dg.asset(
@@ -42,16 +22,16 @@ class PromotionConfig(dg.Config):
 )
 def promoted_model(
     context: dg.AssetExecutionContext,
-    config: PromotionConfig,
     fraud_model: TrainedModel,
     evaluation_report: EvaluationReport,
     transaction_splits: Splits,
     model_store: ModelStoreResource,
     mlflow_tracking: MlflowTracking,
+    promotion_rules: PromotionRules,
 ) -> dg.Output:
     """The production bundle: the challenger if it beats production, else production as it was."""
     store = model_store.store()
-    policy = config.policy()
+    policy = promotion_rules.policy()
     x_test, y_test = as_arrays(transaction_splits.test)
     champion_scores = champion_metrics = champion_version = None
     note = ""
