@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -222,16 +221,26 @@ def test_pyfunc_in_mlflow_matches_the_bundle(tmp_path: Path) -> None:
     assert got == pytest.approx(expected, abs=1e-9)
 
 
-@pytest.fixture
-def production(tmp_path: Path, tmp_path_factory: pytest.TempPathFactory) -> str:
-    """A production model (trained once per session) copied into this test's models dir."""
-    template = tmp_path_factory.getbasetemp() / "production-template"
-    if not template.exists():
-        work = tmp_path_factory.mktemp("production-build")
-        result = materialize(make_resources(work))
-        assert result.success
-        shutil.copytree(work / "models", template, symlinks=True)
-    shutil.copytree(template, tmp_path / "models", symlinks=True)
-    version = ModelStore(tmp_path / "models").current_version()
-    assert version is not None
-    return version
+def test_a_real_file_in_the_data_dir_replaces_the_synthetic_set(tmp_path: Path) -> None:
+    """Kaggle's creditcard.csv quotes its header and its Class values; it loads as it is."""
+    from fraud_assets.schema import COLUMNS
+    from fraud_assets.synthetic import generate
+
+    frame = generate(n_rows=10_000, fraud_rate=0.02, seed=9)
+    lines = [",".join(f'"{c}"' for c in COLUMNS)]
+    for row in frame.itertuples(index=False):
+        *values, label = row
+        lines.append(",".join(repr(float(v)) for v in values) + f',"{int(label)}"')
+    (tmp_path / "raw").mkdir()
+    (tmp_path / "raw" / "creditcard.csv").write_text("\n".join(lines) + "\n")
+
+    selection = [a for a in ASSETS if a.key.path[0] in {"raw_transactions", "transaction_splits"}]
+    result = dg.materialize(
+        [*selection, *CHECKS[:2]], resources=make_resources(tmp_path), raise_on_error=False
+    )
+    assert result.success
+    raw = metadata(result, "raw_transactions")
+    assert raw["data_source"] == "real" and raw["synthetic"] is False
+    assert raw["rows"] == 10_000 and raw["frauds"] == int(frame["Class"].sum())
+    assert raw["files"] == [str(tmp_path / "raw" / "creditcard.csv")]
+    assert all(e.passed for e in result.get_asset_check_evaluations())
