@@ -152,7 +152,8 @@ def main(argv: list[str] | None = None) -> int:
     store = ModelStore(args.models_dir)
     try:
         if args.command == "status":
-            if store.load_production(verify=False) is None:
+            # Only the manifest is read here: the model files are loaded once they are verified.
+            if store.current_version() is None:
                 print(f"no production model in {store.root}", file=sys.stderr)
                 return 1
             model = store.load_production(verify=True)
@@ -163,6 +164,7 @@ def main(argv: list[str] | None = None) -> int:
                     "path": str(store.production.resolve()),
                     "verified": True,
                     **{k: manifest.get(k) for k in _STATUS_KEYS},
+                    "promotion_reason": manifest.get("promotion", {}).get("reason"),
                 }
             )
         elif args.command == "history":
@@ -190,7 +192,6 @@ _STATUS_KEYS = (
     "data_source",
     "threshold",
     "metrics",
-    "promotion",
     "created_at",
 )
 
