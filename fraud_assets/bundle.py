@@ -12,6 +12,7 @@ import hashlib
 import json
 import math
 import os
+import pickle
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -142,7 +143,19 @@ def load_bundle(directory: Path | str, verify: bool = True) -> FraudModel:
         booster = xgb.Booster()
         booster.load_model(directory / CLASSIFIER)
         forest = joblib.load(directory / ANOMALY)
-    except (OSError, ValueError, EOFError, xgb.core.XGBoostError) as exc:
+    # What a truncated or altered pickle raises varies with where the damage is.
+    except (
+        OSError,
+        ValueError,
+        EOFError,
+        KeyError,
+        IndexError,
+        TypeError,
+        AttributeError,
+        ImportError,
+        pickle.UnpicklingError,
+        xgb.core.XGBoostError,
+    ) as exc:
         raise BundleError(f"{directory}: cannot load model files ({exc})") from exc
     model = FraudModel(AnomalyScorer(forest), booster, float(manifest["threshold"]), manifest)
     if verify:
