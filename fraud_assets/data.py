@@ -81,10 +81,15 @@ def load_transactions(
     return LoadedData(frame, "real", [str(p) for p in files])
 
 
-def fingerprint(frame: pd.DataFrame) -> str:
-    """A sha256 of the rows' content, independent of the file format they came from."""
-    hashed = pd.util.hash_pandas_object(frame, index=False).to_numpy()
-    digest = hashlib.sha256(hashed.tobytes())
+def row_hashes(frame: pd.DataFrame) -> np.ndarray:
+    """One 64-bit hash of each row's content."""
+    return pd.util.hash_pandas_object(frame, index=False).to_numpy()
+
+
+def fingerprint(frame: pd.DataFrame, hashes: np.ndarray | None = None) -> str:
+    """A sha256 of the rows' content in order, independent of the file format they came from."""
+    hashed = row_hashes(frame) if hashes is None else hashes
+    digest = hashlib.sha256(np.ascontiguousarray(hashed).tobytes())
     digest.update(",".join(map(str, frame.columns)).encode())
     return digest.hexdigest()
 
@@ -126,8 +131,9 @@ def split_by_time(
     clean = conform(frame)
     # Many rows share a `Time`: a hash of each row's content breaks the ties, so the same rows in
     # any file order give the same splits and the same fingerprint.
-    content = pd.util.hash_pandas_object(clean, index=False).to_numpy()
-    ordered = clean.iloc[np.lexsort((content, clean[TIME].to_numpy()))].reset_index(drop=True)
+    content = row_hashes(clean)
+    order = np.lexsort((content, clean[TIME].to_numpy()))
+    ordered = clean.iloc[order].reset_index(drop=True)
     n = len(ordered)
     train_end = round(n * (1 - validation_fraction - test_fraction))
     val_end = round(n * (1 - test_fraction))
@@ -135,7 +141,7 @@ def split_by_time(
         train=ordered.iloc[:train_end].reset_index(drop=True),
         validation=ordered.iloc[train_end:val_end].reset_index(drop=True),
         test=ordered.iloc[val_end:].reset_index(drop=True),
-        fingerprint=fingerprint(ordered),
+        fingerprint=fingerprint(ordered, content[order]),
         source=str(frame.attrs.get("data_source", "unknown")),
     )
 
