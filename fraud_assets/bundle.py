@@ -1,9 +1,9 @@
 """The model bundle: everything from the 30 raw fields to a fraud probability, plus its manifest.
 
-A bundle is a directory holding `classifier.ubj` (XGBoost's own binary format), `anomaly.joblib`
-(the IsolationForest) and `manifest.json` (version, MLflow run, data fingerprint, features,
-threshold, metrics, the sha256 of every file and a smoke prediction to re-check on load). The API
-loads nothing else.
+A bundle is a directory holding `classifier.ubj` (XGBoost's own binary format), `anomaly.npz` (the
+IsolationForest's trees as plain arrays: loading a bundle unpickles nothing) and `manifest.json`
+(version, MLflow run, data fingerprint, features, threshold, metrics, the sha256 of every file and
+a smoke prediction to re-check on load). The API loads nothing else.
 """
 
 from __future__ import annotations
@@ -12,23 +12,28 @@ import hashlib
 import json
 import math
 import os
-import pickle
+import zipfile
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import joblib
 import numpy as np
 import xgboost as xgb
 
-from fraud_assets.features import MODEL_FEATURES, AnomalyScorer, base_features, model_features
+from fraud_assets.features import (
+    MODEL_FEATURES,
+    AnomalyScorer,
+    CompiledForest,
+    base_features,
+    model_features,
+)
 from fraud_assets.schema import FEATURE_COLUMNS
 
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
 CLASSIFIER = "classifier.ubj"
-ANOMALY = "anomaly.joblib"
+ANOMALY = "anomaly.npz"
 #: A fixed transaction scored at save time and again at every load.
 SMOKE_INPUT: tuple[float, ...] = (3_600.0, *([0.5] * 28), 42.0)
 
@@ -88,7 +93,7 @@ def save_bundle(model: FraudModel, directory: Path, manifest: dict[str, Any]) ->
     """Write the bundle files and a manifest with their checksums into a new `directory`."""
     directory.mkdir(parents=True, exist_ok=False)
     model.booster.save_model(directory / CLASSIFIER)
-    joblib.dump(model.anomaly.forest, directory / ANOMALY)
+    model.anomaly.forest.save(directory / ANOMALY)
     smoke = model.predict_proba(np.array([SMOKE_INPUT]))[0]
     full = {
         "format_version": FORMAT_VERSION,
@@ -142,8 +147,8 @@ def load_bundle(directory: Path | str, verify: bool = True) -> FraudModel:
     try:
         booster = xgb.Booster()
         booster.load_model(directory / CLASSIFIER)
-        forest = joblib.load(directory / ANOMALY)
-    # What a truncated or altered pickle raises varies with where the damage is.
+        forest = CompiledForest.load(directory / ANOMALY)
+    # What a truncated or altered archive raises varies with where the damage is.
     except (
         OSError,
         ValueError,
@@ -151,9 +156,7 @@ def load_bundle(directory: Path | str, verify: bool = True) -> FraudModel:
         KeyError,
         IndexError,
         TypeError,
-        AttributeError,
-        ImportError,
-        pickle.UnpicklingError,
+        zipfile.BadZipFile,
         xgb.core.XGBoostError,
     ) as exc:
         raise BundleError(f"{directory}: cannot load model files ({exc})") from exc

@@ -26,7 +26,6 @@ MODEL_PIP_REQUIREMENTS = [
     "scikit-learn>=1.9,<1.10",
     "numpy>=2",
     "pandas>=2.3,<3",
-    "joblib",
 ]
 
 WEEKLY_CRON = "0 2 * * 0"

@@ -110,7 +110,7 @@ def test_first_run_promotes_and_records_everything(tmp_path: Path) -> None:
     assert manifest["data_fingerprint"] == splits["data_fingerprint"]
     assert manifest["metrics"]["average_precision"] == pytest.approx(report["average_precision"])
     assert manifest["promotion"]["promote"] is True
-    assert set(manifest["files"]) == {"classifier.ubj", "anomaly.joblib"}
+    assert set(manifest["files"]) == {"classifier.ubj", "anomaly.npz"}
 
     client = MlflowClient(resources["mlflow_tracking"].tracking_uri)
     run = client.get_run(model["mlflow_run_id"])

@@ -199,13 +199,13 @@ def test_status_of_a_damaged_production_bundle_fails_cleanly(
 ) -> None:
     store = ModelStore(models_dir)
     publish(store, make_fraud_model, V1, seed=1)
-    (store.production / "anomaly.joblib").write_bytes(b"not a forest")
+    (store.production / "anomaly.npz").write_bytes(b"not a forest")
 
     assert main(["--models-dir", str(models_dir), "status"]) == 1
 
     err = capsys.readouterr().err
     assert err.startswith("error:")
-    assert "anomaly.joblib" in err
+    assert "anomaly.npz" in err
 
 
 def test_history_lists_the_backups(

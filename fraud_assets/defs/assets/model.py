@@ -157,7 +157,7 @@ def fraud_model(
                 "threshold_policy": policy.kind,
                 "cost_missed_fraud": policy.cost_missed_fraud,
                 "cost_false_alarm": policy.cost_false_alarm,
-                "anomaly_trees": anomaly_scores.scorer.forest.n_estimators,
+                "anomaly_trees": anomaly_scores.scorer.forest.n_trees,
                 "features": ",".join(MODEL_FEATURES),
             }
         )
