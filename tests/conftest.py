@@ -45,6 +45,8 @@ def _isolated_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("FRAUD_MODELS_DIR", str(tmp_path / "models"))
     monkeypatch.setenv("FRAUD_DATA_DIR", str(tmp_path / "raw"))
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    # mlflow.set_registry_uri() writes this variable; without it here it would leak between tests.
+    monkeypatch.delenv("MLFLOW_REGISTRY_URI", raising=False)
     monkeypatch.setenv("FRAUD_MLFLOW_ARTIFACT_ROOT", str(tmp_path / "mlartifacts"))
     monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "dagster_home"))
     monkeypatch.setenv("FRAUD_SYNTHETIC_ROWS", str(SMALL_ROWS))

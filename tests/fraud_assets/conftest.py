@@ -25,16 +25,6 @@ VENV_BIN = Path(sys.executable).parent
 SERVER_START_TIMEOUT_S = 120.0
 
 
-def sqlalchemy_url(url: str) -> str:
-    """`url` with the psycopg2 driver named, as SQLAlchemy 2.1 needs for this environment.
-
-    SQLAlchemy 2.1 maps a bare `postgresql://` to psycopg 3, which the locked environment does not
-    install (only psycopg2-binary), so both MLflow and dagster-postgres fail on a bare URL.
-    """
-    scheme, sep, rest = url.partition("://")
-    return f"postgresql+psycopg2{sep}{rest}" if scheme in ("postgresql", "postgres") else url
-
-
 @contextmanager
 def fresh_database() -> Iterator[str]:
     """A new database on the local PostgreSQL, dropped after; like `postgres_url`, any scope."""
@@ -102,7 +92,8 @@ def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MlflowSe
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     with fresh_database() as db_url:
-        backend = sqlalchemy_url(db_url)
+        # A plain postgresql:// URL, as users write it (psycopg 3 is SQLAlchemy 2.1's default).
+        backend = db_url
         env = dict(os.environ)
         # The job runner (a huey consumer) serves GenAI features these tests do not use; it would
         # only compete with training for the two cores.

@@ -12,7 +12,6 @@ from dagster_postgres import PostgresEventLogStorage, PostgresRunStorage
 from fraud_assets import instance as dagster_instance
 from fraud_assets.definitions import ASSETS, CHECKS
 from tests.conftest import make_resources
-from tests.fraud_assets.conftest import sqlalchemy_url
 
 pytestmark = pytest.mark.slow
 
@@ -39,7 +38,7 @@ def test_materialization_is_recorded_in_postgres(
     tmp_path: Path, postgres_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     home = tmp_path / "dagster_home"
-    monkeypatch.setenv("DAGSTER_POSTGRES_URL", sqlalchemy_url(postgres_url))
+    monkeypatch.setenv("DAGSTER_POSTGRES_URL", postgres_url)
     yaml = dagster_instance.write(home, postgres_url=postgres_url).read_text()
     assert "env: DAGSTER_POSTGRES_URL" in yaml
     assert postgres_url not in yaml  # the URL (and any password in it) stays in the environment
