@@ -26,63 +26,83 @@ _RAW_CHECKS = {
 }
 
 
+def _result(
+    context: dg.AssetCheckExecutionContext, name: str, passed: bool, description: str, **metadata
+) -> dg.AssetCheckResult:
+    """A blocking (ERROR) result; a failure is also logged at ERROR level, so the command line
+    shows the reason next to Dagster's own failure message, not only in the event's details."""
+    if not passed:
+        context.log.error(f"{name} failed: {description}")
+    return dg.AssetCheckResult(
+        check_name=name,
+        passed=passed,
+        severity=dg.AssetCheckSeverity.ERROR,
+        description=description,
+        metadata=metadata,
+    )
+
+
 @dg.multi_asset_check(
     specs=[
         dg.AssetCheckSpec(name, asset=raw_transactions, blocking=True, description=description)
         for name, (_, description) in _RAW_CHECKS.items()
     ]
 )
-def raw_transactions_checks(raw_transactions: pd.DataFrame) -> Iterable[dg.AssetCheckResult]:
+def raw_transactions_checks(
+    context: dg.AssetCheckExecutionContext, raw_transactions: pd.DataFrame
+) -> Iterable[dg.AssetCheckResult]:
     """Schema, nulls, labels and ranges of the raw data, each reported with columns and rows."""
     for name, (find, _) in _RAW_CHECKS.items():
         problems = find(raw_transactions)
-        yield dg.AssetCheckResult(
-            check_name=name,
-            passed=not problems,
-            severity=dg.AssetCheckSeverity.ERROR,
-            description="; ".join(p.message for p in problems) or "ok",
-            metadata={
-                "columns": dg.MetadataValue.json(sorted({p.column for p in problems if p.column})),
-                "bad_rows": sum(p.count for p in problems),
-                "examples": dg.MetadataValue.json([e for p in problems for e in p.examples][:10]),
-            },
+        yield _result(
+            context,
+            name,
+            not problems,
+            "; ".join(p.message for p in problems) or "ok",
+            columns=dg.MetadataValue.json(sorted({p.column for p in problems if p.column})),
+            bad_rows=sum(p.count for p in problems),
+            examples=dg.MetadataValue.json([e for p in problems for e in p.examples][:10]),
         )
 
 
 @dg.asset_check(asset=transaction_splits, blocking=True)
-def check_transaction_splits_min_frauds(transaction_splits: Splits) -> dg.AssetCheckResult:
+def check_transaction_splits_min_frauds(
+    context: dg.AssetCheckExecutionContext, transaction_splits: Splits
+) -> dg.AssetCheckResult:
     """Every split holds enough frauds to train, stop early and evaluate on."""
     counts = {name: int(v["frauds"]) for name, v in transaction_splits.summary().items()}
     short = {name: n for name, n in counts.items() if n < constants.MIN_FRAUDS_PER_SPLIT}
-    return dg.AssetCheckResult(
-        passed=not short,
-        severity=dg.AssetCheckSeverity.ERROR,
-        description=(
+    return _result(
+        context,
+        "check_transaction_splits_min_frauds",
+        not short,
+        (
             "too few frauds in column Class: "
             + ", ".join(f"{k} has {n}" for k, n in short.items())
             + f" (minimum {constants.MIN_FRAUDS_PER_SPLIT} per split)"
             if short
             else f"at least {constants.MIN_FRAUDS_PER_SPLIT} frauds in every split"
         ),
-        metadata={f"{name}_frauds": n for name, n in counts.items()},
+        **{f"{name}_frauds": n for name, n in counts.items()},
     )
 
 
 @dg.asset_check(asset=evaluation_report, blocking=True)
 def check_evaluation_report_quality_floor(
-    evaluation_report: EvaluationReport, promotion_rules: PromotionRules
+    context: dg.AssetCheckExecutionContext,
+    evaluation_report: EvaluationReport,
+    promotion_rules: PromotionRules,
 ) -> dg.AssetCheckResult:
     """The model clears the absolute quality floor on the test split."""
     policy = promotion_rules.policy()
     failures = policy.floor_failures(evaluation_report.metrics)
-    return dg.AssetCheckResult(
-        passed=not failures,
-        severity=dg.AssetCheckSeverity.ERROR,
-        description="; ".join(failures) or "above the floor",
-        metadata={
-            "average_precision": evaluation_report.metrics["average_precision"],
-            "roc_auc": evaluation_report.metrics["roc_auc"],
-            "floor_average_precision": policy.floor_average_precision,
-            "floor_roc_auc": policy.floor_roc_auc,
-        },
+    return _result(
+        context,
+        "check_evaluation_report_quality_floor",
+        not failures,
+        "; ".join(failures) or "above the floor",
+        average_precision=evaluation_report.metrics["average_precision"],
+        roc_auc=evaluation_report.metrics["roc_auc"],
+        floor_average_precision=policy.floor_average_precision,
+        floor_roc_auc=policy.floor_roc_auc,
     )

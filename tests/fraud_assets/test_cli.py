@@ -110,6 +110,9 @@ def test_text_in_amount_fails_the_schema_check(tmp_path: Path, dagster_home: Pat
     assert "column Amount has 1 non-numeric value(s), e.g. 'twelve'" in output
     assert f"{raw / 'creditcard.csv'}:7" in output
     assert "Materialization failed" in output
+    # The reason is on an ERROR line of its own, not only inside the DEBUG event.
+    errors = [line for line in output.splitlines() if " - ERROR - " in line]
+    assert any("check_raw_transactions_schema failed" in e and "Amount" in e for e in errors)
 
     production = tmp_path / "models" / "production"
     assert not production.exists() and not production.is_symlink()
