@@ -1,0 +1,1 @@
+"""The fraud scoring API: the promoted model over HTTP."""

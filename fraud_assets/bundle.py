@@ -51,11 +51,20 @@ class FraudModel:
     threshold: float
     manifest: dict[str, Any] = field(default_factory=dict)
 
+    def features(self, raw: np.ndarray) -> np.ndarray:
+        """The classifier's input (`MODEL_FEATURES`) for an (n, 30) matrix of raw fields."""
+        base = base_features(raw)
+        return model_features(base, self.anomaly.score(base))
+
     def predict_proba(self, raw: np.ndarray) -> np.ndarray:
         """Fraud probabilities for an (n, 30) matrix of raw fields in `FEATURE_COLUMNS` order."""
-        base = base_features(raw)
-        features = model_features(base, self.anomaly.score(base))
-        return np.asarray(self.booster.inplace_predict(features), dtype=np.float64)
+        return np.asarray(self.booster.inplace_predict(self.features(raw)), dtype=np.float64)
+
+    def contributions(self, raw: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """XGBoost's per-feature contributions (log-odds, SHAP values) and the bias, per row."""
+        matrix = xgb.DMatrix(self.features(raw), feature_names=list(MODEL_FEATURES))
+        contribs = np.asarray(self.booster.predict(matrix, pred_contribs=True))
+        return contribs[:, :-1], contribs[:, -1]
 
     def predict_record(self, record: dict[str, float]) -> float:
         """The fraud probability of one transaction given as a field -> value mapping."""

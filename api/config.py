@@ -1,0 +1,30 @@
+"""API settings from the environment (and `.env`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from fraud_assets.settings import PROJECT_ROOT
+
+MAX_BATCH = 1_000
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore", populate_by_name=True)
+
+    #: The model store whose `production` bundle is served.
+    models_dir: Path = Field(PROJECT_ROOT / "models", validation_alias="FRAUD_MODELS_DIR")
+    #: Serve an MLflow model instead, e.g. `models:/fraud-detector@champion` (needs MLflow access).
+    model_uri: str | None = Field(None, validation_alias="FRAUD_MODEL_URI")
+    mlflow_tracking_uri: str | None = Field(None, validation_alias="MLFLOW_TRACKING_URI")
+    #: Seconds between checks for a newly promoted model; 0 turns the watcher off.
+    reload_interval_s: float = Field(2.0, ge=0, validation_alias="FRAUD_API_RELOAD_INTERVAL_S")
+    #: Bearer token for `POST /admin/reload`; unset, the endpoint answers 404.
+    reload_token: str | None = Field(None, validation_alias="FRAUD_API_RELOAD_TOKEN")
+    max_batch: int = Field(MAX_BATCH, ge=1, validation_alias="FRAUD_API_MAX_BATCH")
+    #: Request bodies above this size are refused with 413 before they are parsed.
+    max_body_bytes: int = Field(2_000_000, ge=1_000, validation_alias="FRAUD_API_MAX_BODY_BYTES")
+    explain_top: int = Field(5, ge=1, le=30, validation_alias="FRAUD_API_EXPLAIN_TOP")

@@ -1,0 +1,118 @@
+"""The FastAPI application: `create_app(settings)`, and `app` for uvicorn (`api.main:app`)."""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI, Request, status
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from api.config import Settings
+from api.metrics import Metrics, MetricsMiddleware
+from api.routes import admin, health, predict
+from api.serving import ModelHolder
+
+log = logging.getLogger("fraud_api")
+
+DESCRIPTION = """
+Scores card transactions with the model promoted by the fraud platform.
+
+`POST /predict` takes the 30 fields of the original contract (`Time`, `V1`…`V28`, `Amount`) and
+returns `fraud_probability`. A newly promoted model is picked up while serving, without dropping a
+request.
+"""
+
+
+def _field_errors(exc: RequestValidationError) -> list[dict[str, Any]]:
+    """Validation errors with the field named; the offending value as text (NaN is not JSON)."""
+    out = []
+    for error in exc.errors():
+        loc = [str(part) for part in error.get("loc", ())]
+        field = ".".join(p for p in loc if p not in ("body", "query")) or "body"
+        if error.get("type") == "json_invalid":
+            field = "body"
+        item: dict[str, Any] = {
+            "field": field,
+            "loc": loc,
+            "msg": error.get("msg", ""),
+            "type": error.get("type", ""),
+        }
+        if "input" in error and field != "body":
+            value = error["input"]
+            item["input"] = (
+                repr(value) if isinstance(value, float) and not math.isfinite(value) else value
+            )
+        out.append(item)
+    return out
+
+
+async def _validation_handler(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    errors = _field_errors(exc)
+    return JSONResponse(
+        {"detail": errors, "message": "; ".join(f"{e['field']}: {e['msg']}" for e in errors[:5])},
+        status_code=status.HTTP_422_UNPROCESSABLE_CONTENT,
+    )
+
+
+class BodySizeLimit:
+    """Refuse bodies over `limit` bytes with 413 before they are read into memory."""
+
+    def __init__(self, app: ASGIApp, limit: int) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            length = dict(scope["headers"]).get(b"content-length")
+            if length is not None and length.isdigit() and int(length) > self.limit:
+                response = JSONResponse(
+                    {"detail": f"request body of {int(length)} bytes is over {self.limit}"},
+                    status_code=status.HTTP_413_REQUEST_ENTITY_TOO_LARGE,
+                )
+                await response(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or Settings()
+    metrics = Metrics()
+    holder = ModelHolder(settings, metrics)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        result = holder.refresh()
+        if result.version is None:
+            log.warning("starting without a model: %s", holder.not_ready_reason())
+        holder.start_watching()
+        try:
+            yield
+        finally:
+            holder.stop_watching()
+
+    app = FastAPI(
+        title="Fraud detection API",
+        version="1.0.0",
+        description=DESCRIPTION,
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.metrics = metrics
+    app.state.holder = holder
+    app.add_exception_handler(RequestValidationError, _validation_handler)
+    app.include_router(health.router)
+    app.include_router(predict.router)
+    app.include_router(admin.router)
+    app.add_middleware(BodySizeLimit, limit=settings.max_body_bytes)
+    app.add_middleware(MetricsMiddleware, metrics=metrics)
+    return app
+
+
+app = create_app()

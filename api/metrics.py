@@ -1,0 +1,110 @@
+"""Prometheus metrics of the API, in a registry of its own (one per app)."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.003, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
+SCORE_BUCKETS = (0.001, 0.01, 0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 0.9, 0.99, 1.0)
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Counter(
+            "fraud_api_requests_total",
+            "HTTP requests by route, method and status",
+            ["route", "method", "status"],
+            registry=self.registry,
+        )
+        self.latency = Histogram(
+            "fraud_api_request_duration_seconds",
+            "Time to answer a request, by route",
+            ["route"],
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.predictions = Counter(
+            "fraud_api_predictions_total",
+            "Transactions scored, by decision",
+            ["decision"],
+            registry=self.registry,
+        )
+        self.scores = Histogram(
+            "fraud_api_fraud_probability",
+            "Distribution of the fraud probabilities returned",
+            buckets=SCORE_BUCKETS,
+            registry=self.registry,
+        )
+        self.model_info = Gauge(
+            "fraud_api_model_info",
+            "1 for the model version being served",
+            ["model_version"],
+            registry=self.registry,
+        )
+        self.reloads = Counter(
+            "fraud_api_model_reloads_total",
+            "Attempts to load a newly promoted model, by result",
+            ["result"],
+            registry=self.registry,
+        )
+
+    def model_loaded(self, version: str, previous: str | None) -> None:
+        if previous is not None:
+            self.model_info.remove(previous)
+        self.model_info.labels(model_version=version).set(1)
+        self.reloads.labels(result="loaded").inc()
+
+    def reload_refused(self) -> None:
+        self.reloads.labels(result="refused").inc()
+
+    def observe_scores(self, probabilities: list[float], decisions: list[bool]) -> None:
+        frauds = sum(decisions)
+        if frauds:
+            self.predictions.labels(decision="fraud").inc(frauds)
+        if len(decisions) - frauds:
+            self.predictions.labels(decision="legit").inc(len(decisions) - frauds)
+        for p in probabilities:
+            self.scores.observe(p)
+
+    def render(self) -> tuple[bytes, str]:
+        return generate_latest(self.registry), CONTENT_TYPE_LATEST
+
+
+class MetricsMiddleware:
+    """Counts and times every HTTP request by its route template (pure ASGI: no extra task)."""
+
+    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        start = time.perf_counter()
+        status = {"code": 500}
+
+        async def send_wrapper(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                status["code"] = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_wrapper)
+        finally:
+            route: Any = scope.get("route")
+            path = getattr(route, "path", None) or "unmatched"
+            self.metrics.requests.labels(path, scope["method"], str(status["code"])).inc()
+            self.metrics.latency.labels(path).observe(time.perf_counter() - start)

@@ -1,0 +1,37 @@
+"""Operator routes: reload the model now (token from `FRAUD_API_RELOAD_TOKEN`)."""
+
+from __future__ import annotations
+
+import secrets
+from typing import Annotated
+
+from fastapi import APIRouter, Header, HTTPException, Request, status
+
+router = APIRouter(prefix="/admin", tags=["admin"])
+
+
+@router.post(
+    "/reload",
+    responses={
+        401: {"description": "Missing or wrong token"},
+        404: {"description": "No reload token configured"},
+        409: {"description": "The new bundle was refused; the old model keeps serving"},
+    },
+)
+async def reload(
+    request: Request, authorization: Annotated[str | None, Header()] = None
+) -> dict[str, object]:
+    """Check for a newly promoted model now and load it (verified) if there is one."""
+    token = request.app.state.settings.reload_token
+    if not token:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, "reload endpoint disabled (no token set)")
+    given = (authorization or "").removeprefix("Bearer ").strip()
+    if not secrets.compare_digest(given.encode(), token.encode()):
+        raise HTTPException(status.HTTP_401_UNAUTHORIZED, "missing or wrong bearer token")
+    result = request.app.state.holder.refresh(force=True)
+    if result.error:
+        raise HTTPException(
+            status.HTTP_409_CONFLICT,
+            f"refused, still serving {result.version}: {result.error}",
+        )
+    return {"changed": result.changed, "model_version": result.version}

@@ -1,0 +1,71 @@
+"""Health, readiness, the served model's manifest, and Prometheus metrics."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, HTTPException, Request, Response, status
+from fastapi.responses import JSONResponse
+
+from api.schemas import ModelInfo
+
+router = APIRouter(tags=["operations"])
+
+
+@router.get("/")
+async def root(request: Request) -> dict[str, object]:
+    """The original health check: the service is up (and which model it serves, if any)."""
+    served = request.app.state.holder.current
+    return {
+        "status": "ok",
+        "service": "fraud-detection-api",
+        "model_loaded": served is not None,
+        "model_version": served.version if served else None,
+    }
+
+
+@router.get("/health")
+async def health() -> dict[str, str]:
+    """Liveness: the process answers."""
+    return {"status": "alive"}
+
+
+@router.get("/ready", responses={503: {"description": "No model loaded, with the reason"}})
+async def ready(request: Request) -> JSONResponse:
+    """Readiness: 200 once a model is loaded, 503 with the reason before."""
+    holder = request.app.state.holder
+    served = holder.current
+    if served is None:
+        return JSONResponse(
+            {"status": "not ready", "reason": holder.not_ready_reason()},
+            status_code=status.HTTP_503_SERVICE_UNAVAILABLE,
+        )
+    return JSONResponse({"status": "ready", "model_version": served.version})
+
+
+@router.get("/model", response_model=ModelInfo, responses={503: {"description": "No model"}})
+async def model(request: Request) -> ModelInfo:
+    """The served model's manifest: version, MLflow run, data fingerprint, metrics, threshold."""
+    served = request.app.state.holder.current
+    if served is None:
+        raise HTTPException(
+            status.HTTP_503_SERVICE_UNAVAILABLE, request.app.state.holder.not_ready_reason()
+        )
+    manifest = served.model.manifest
+    return ModelInfo(
+        model_version=served.version,
+        source=served.source,
+        loaded_at=served.loaded_at.isoformat(timespec="seconds"),
+        mlflow_run_id=manifest.get("mlflow_run_id"),
+        registered_model=manifest.get("registered_model"),
+        data_fingerprint=manifest.get("data_fingerprint"),
+        data_source=manifest.get("data_source"),
+        threshold=served.model.threshold,
+        features=list(manifest.get("features", [])),
+        metrics={k: float(v) for k, v in (manifest.get("metrics") or {}).items()},
+        created_at=manifest.get("created_at"),
+    )
+
+
+@router.get("/metrics", include_in_schema=False)
+async def metrics(request: Request) -> Response:
+    body, content_type = request.app.state.metrics.render()
+    return Response(body, media_type=content_type)

@@ -1,0 +1,142 @@
+"""Scoring routes: one transaction, a batch, with an optional explanation."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import numpy as np
+from fastapi import APIRouter, Body, HTTPException, Query, Request, status
+
+from api.schemas import (
+    EXAMPLE,
+    BatchItem,
+    BatchPrediction,
+    Contribution,
+    Explanation,
+    Prediction,
+    Transaction,
+)
+from api.serving import Served
+from fraud_assets.features import MODEL_FEATURES
+from fraud_assets.schema import FEATURE_COLUMNS
+
+router = APIRouter(tags=["scoring"])
+
+ExplainFlag = Annotated[
+    bool, Query(description="Add the features that pushed the score up and down (XGBoost SHAP)")
+]
+
+
+def _served(request: Request) -> Served:
+    served: Served | None = request.app.state.holder.current
+    if served is None:
+        raise HTTPException(
+            status.HTTP_503_SERVICE_UNAVAILABLE, request.app.state.holder.not_ready_reason()
+        )
+    return served
+
+
+def _matrix(transactions: list[Any]) -> np.ndarray:
+    return np.array(
+        [[getattr(t, name) for name in FEATURE_COLUMNS] for t in transactions], dtype=np.float64
+    )
+
+
+def _explanations(served: Served, raw: np.ndarray, top: int) -> list[Explanation]:
+    contribs, bias = served.model.contributions(raw)
+    features = served.model.features(raw)
+    out = []
+    for row, base, values in zip(contribs, bias, features, strict=True):
+        order = np.argsort(row)
+        up = [i for i in order[::-1][:top] if row[i] > 0]
+        down = [i for i in order[:top] if row[i] < 0]
+        out.append(
+            Explanation(
+                base_value=float(base),
+                toward_fraud=[_contribution(i, row, values) for i in up],
+                toward_legit=[_contribution(i, row, values) for i in down],
+            )
+        )
+    return out
+
+
+def _contribution(i: int, row: np.ndarray, values: np.ndarray) -> Contribution:
+    return Contribution(
+        feature=MODEL_FEATURES[i], contribution=float(row[i]), value=float(values[i])
+    )
+
+
+@router.post(
+    "/predict",
+    response_model=Prediction,
+    response_model_exclude_none=True,
+    responses={503: {"description": "No model loaded yet"}},
+)
+async def predict(
+    request: Request,
+    transaction: Annotated[Transaction, Body(examples=[EXAMPLE])],
+    explain: ExplainFlag = False,
+) -> Prediction:
+    """Score one transaction: `fraud_probability` and the decision at the model's threshold."""
+    served = _served(request)
+    raw = _matrix([transaction])
+    probability = float(served.model.predict_proba(raw)[0])
+    is_fraud = probability >= served.model.threshold
+    request.app.state.metrics.observe_scores([probability], [is_fraud])
+    return Prediction(
+        fraud_probability=probability,
+        is_fraud=is_fraud,
+        threshold=served.model.threshold,
+        model_version=served.version,
+        explanation=(
+            _explanations(served, raw, request.app.state.settings.explain_top)[0]
+            if explain
+            else None
+        ),
+    )
+
+
+@router.post(
+    "/predict/batch",
+    response_model=BatchPrediction,
+    response_model_exclude_none=True,
+    responses={
+        413: {"description": "More transactions than the batch limit (1,000 by default)"},
+        503: {"description": "No model loaded yet"},
+    },
+)
+async def predict_batch(
+    request: Request,
+    transactions: Annotated[
+        list[Transaction],
+        Body(min_length=1, examples=[[EXAMPLE, EXAMPLE]]),
+    ],
+    explain: ExplainFlag = False,
+) -> BatchPrediction:
+    """Score up to `FRAUD_API_MAX_BATCH` (default 1,000) transactions; results in input order."""
+    limit = request.app.state.settings.max_batch
+    if len(transactions) > limit:
+        raise HTTPException(
+            status.HTTP_413_REQUEST_ENTITY_TOO_LARGE,
+            f"batch of {len(transactions)} transactions is over the limit of {limit}",
+        )
+    served = _served(request)
+    raw = _matrix(transactions)
+    probabilities = served.model.predict_proba(raw).tolist()
+    threshold = served.model.threshold
+    decisions = [p >= threshold for p in probabilities]
+    request.app.state.metrics.observe_scores(probabilities, decisions)
+    explanations: list[Explanation | None] = (
+        list(_explanations(served, raw, request.app.state.settings.explain_top))
+        if explain
+        else [None] * len(probabilities)
+    )
+    return BatchPrediction(
+        model_version=served.version,
+        threshold=threshold,
+        count=len(probabilities),
+        results=[
+            BatchItem(fraud_probability=p, is_fraud=d, explanation=e)
+            for p, d, e in zip(probabilities, decisions, explanations, strict=True)
+        ],
+    )

@@ -1,0 +1,103 @@
+"""Request and response models. The transaction fields come from `fraud_assets.schema`."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, create_model
+
+from fraud_assets.schema import FEATURE_COLUMNS, SCHEMA
+
+EXAMPLE: dict[str, float] = {
+    "Time": 406.0,
+    **{f"V{i}": v for i, v in enumerate(
+        [-2.31, 1.95, -1.61, 4.0, -0.52, -1.43, -2.54, 1.39, -2.77, -2.77, 3.2, -2.9, -0.6,
+         -4.29, 0.39, -1.14, -2.83, -0.02, 0.42, 0.13, 0.52, -0.04, -0.47, 0.32, 0.04, 0.18,
+         0.26, -0.14], start=1)},
+    "Amount": 0.0,
+}  # fmt: skip
+
+
+def _field(name: str) -> Any:
+    spec = SCHEMA[name]
+    return (
+        float,
+        Field(..., ge=spec.minimum, le=spec.maximum, description=spec.description),
+    )
+
+
+#: One transaction: exactly the 30 raw fields, finite numbers, no other key.
+Transaction = create_model(
+    "Transaction",
+    __config__=ConfigDict(
+        extra="forbid",
+        strict=True,  # "12.5" is not a number here: a payment system sends numbers
+        allow_inf_nan=False,
+        json_schema_extra={"examples": [dict(EXAMPLE)]},
+    ),
+    **{name: _field(name) for name in FEATURE_COLUMNS},
+)
+
+
+class Contribution(BaseModel):
+    feature: str
+    contribution: float = Field(description="Push on the log-odds of fraud (XGBoost SHAP value)")
+    value: float = Field(description="The feature's value for this transaction")
+
+
+class Explanation(BaseModel):
+    base_value: float = Field(description="Log-odds before any feature")
+    toward_fraud: list[Contribution]
+    toward_legit: list[Contribution]
+
+
+class Prediction(BaseModel):
+    fraud_probability: float = Field(description="Probability that the transaction is fraud")
+    is_fraud: bool
+    threshold: float
+    model_version: str
+    explanation: Explanation | None = None
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "fraud_probability": 0.0123,
+                    "is_fraud": False,
+                    "threshold": 0.697,
+                    "model_version": "20261125T184204Z-23f4b1cb",
+                }
+            ]
+        }
+    )
+
+
+class BatchItem(BaseModel):
+    fraud_probability: float
+    is_fraud: bool
+    explanation: Explanation | None = None
+
+
+class BatchPrediction(BaseModel):
+    model_version: str
+    threshold: float
+    count: int
+    results: list[BatchItem]
+
+
+class ModelInfo(BaseModel):
+    model_version: str
+    source: str
+    loaded_at: str
+    mlflow_run_id: str | None = None
+    registered_model: dict[str, Any] | None = None
+    data_fingerprint: str | None = None
+    data_source: str | None = None
+    threshold: float
+    features: list[str]
+    metrics: dict[str, float] = Field(default_factory=dict)
+    created_at: str | None = None
+
+
+class Problem(BaseModel):
+    detail: str
