@@ -11,7 +11,7 @@ UV := python3 -m uv
 endif
 RUN := $(UV) run --locked
 
-.PHONY: help uv install dagster-home demo materialize status rollback history ui mlflow-ui \
+.PHONY: help uv install dagster-home demo serve api materialize status rollback history ui mlflow-ui \
 	lint format typecheck test test-fast bench clean
 
 help:  ## list the targets
@@ -26,17 +26,21 @@ install: uv  ## create .venv from uv.lock
 dagster-home: install
 	@$(RUN) python -m fraud_assets.instance
 
-demo: dagster-home  ## install, materialize the whole graph on the embedded defaults, show the result
-	$(RUN) dagster asset materialize -m fraud_assets.definitions --select '*'
+demo: materialize  ## install, materialize everything on the embedded defaults, then serve it
 	@echo
 	@echo "== Production model (models/production) =="
 	@$(RUN) fraud-models status
 	@echo
-	@echo "Dagster UI:  make ui         -> http://127.0.0.1:3000 (asset graph, metadata, plots)"
-	@echo "MLflow UI:   make mlflow-ui  -> http://127.0.0.1:5000 (runs, plots, registry alias 'champion')"
 	@echo "Rollback:    make rollback   (or: uv run fraud-models rollback)"
+	@RUN="$(RUN)" scripts/serve.sh
 
-materialize: dagster-home  ## materialize every asset again (same as the second half of demo)
+serve: install  ## the API on :8000, the Dagster UI on :3000, the MLflow UI on :5000 (Ctrl-C stops)
+	@RUN="$(RUN)" scripts/serve.sh
+
+api: install  ## only the API, on :8000
+	$(RUN) uvicorn api.main:app --host 127.0.0.1 --port $${FRAUD_API_PORT:-8000}
+
+materialize: dagster-home  ## materialize every asset (the first half of demo)
 	$(RUN) dagster asset materialize -m fraud_assets.definitions --select '*'
 
 status: install  ## print what is in production

@@ -11,7 +11,8 @@ from typing import Any
 from fastapi import FastAPI, Request, status
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.exceptions import HTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.config import Settings
 from api.metrics import Metrics, MetricsMiddleware
@@ -44,12 +45,20 @@ def _field_errors(exc: RequestValidationError) -> list[dict[str, Any]]:
             "type": error.get("type", ""),
         }
         if "input" in error and field != "body":
-            value = error["input"]
-            item["input"] = (
-                repr(value) if isinstance(value, float) and not math.isfinite(value) else value
-            )
+            item["input"] = _json_safe(error["input"])
         out.append(item)
     return out
+
+
+def _json_safe(value: Any) -> Any:
+    """`value` with every non-finite float, however deeply nested, written as text."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return repr(value)
+    if isinstance(value, dict):
+        return {key: _json_safe(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_safe(item) for item in value]
+    return value
 
 
 async def _validation_handler(request: Request, exc: Exception) -> JSONResponse:
@@ -74,11 +83,31 @@ class BodySizeLimit:
             if length is not None and length.isdigit() and int(length) > self.limit:
                 response = JSONResponse(
                     {"detail": f"request body of {int(length)} bytes is over {self.limit}"},
-                    status_code=status.HTTP_413_REQUEST_ENTITY_TOO_LARGE,
+                    status_code=status.HTTP_413_CONTENT_TOO_LARGE,
                 )
                 await response(scope, receive, send)
                 return
+            receive = self._counting(receive)
         await self.app(scope, receive, send)
+
+    def _counting(self, receive: Receive) -> Receive:
+        """`receive` that refuses a body as it grows past the limit (chunked: no Content-Length).
+
+        FastAPI re-raises an HTTPException from reading the body, so this answers 413, not 400.
+        """
+        received = 0
+
+        async def counting_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.limit:
+                    detail = f"request body is over {self.limit} bytes"
+                    raise HTTPException(status.HTTP_413_CONTENT_TOO_LARGE, detail)
+            return message
+
+        return counting_receive
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:

@@ -49,6 +49,8 @@ class ModelHolder:
         self._current: Served | None = None
         self._lock = threading.Lock()  # one load at a time; readers never wait on it
         self.last_error: str | None = None
+        #: A source that was refused is not retried on every poll, only when it changes.
+        self._refused_source: str | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -107,17 +109,25 @@ class ModelHolder:
                 if current is None:
                     self.last_error = None
                 return ReloadResult(False, current.version if current else None)
-            if current is not None and current.source == source and not force:
-                return ReloadResult(False, current.version)
+            if not force and (
+                (current is not None and current.source == source) or source == self._refused_source
+            ):
+                return ReloadResult(
+                    False,
+                    current.version if current else None,
+                    self.last_error if source == self._refused_source else None,
+                )
             try:
                 model = self._load(source)
             except (BundleError, OSError, ValueError) as exc:
+                self._refused_source = source
                 return self._refused(str(exc))
             # Single-row requests: one thread is faster than two on a busy machine.
             model.booster.set_param({"nthread": 1})
             served = Served(model, source)
             self._current = served  # the atomic swap: one reference assignment
             self.last_error = None
+            self._refused_source = None
             self.metrics.model_loaded(served.version, previous=current.version if current else None)
             log.info("serving model %s from %s", served.version, source)
             return ReloadResult(True, served.version)

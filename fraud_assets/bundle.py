@@ -62,7 +62,11 @@ class FraudModel:
 
     def contributions(self, raw: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """XGBoost's per-feature contributions (log-odds, SHAP values) and the bias, per row."""
-        matrix = xgb.DMatrix(self.features(raw), feature_names=list(MODEL_FEATURES))
+        # XGBoost works in float32. A DMatrix refuses a value beyond float32's range, which
+        # `inplace_predict` takes as infinite; clipped to that range it takes the same branches.
+        limit = float(np.finfo(np.float32).max)
+        features = np.clip(self.features(raw), -limit, limit)
+        matrix = xgb.DMatrix(features, feature_names=list(MODEL_FEATURES))
         contribs = np.asarray(self.booster.predict(matrix, pred_contribs=True))
         return contribs[:, :-1], contribs[:, -1]
 

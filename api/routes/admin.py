@@ -25,10 +25,19 @@ async def reload(
     token = request.app.state.settings.reload_token
     if not token:
         raise HTTPException(status.HTTP_404_NOT_FOUND, "reload endpoint disabled (no token set)")
-    given = (authorization or "").removeprefix("Bearer ").strip()
-    if not secrets.compare_digest(given.encode(), token.encode()):
-        raise HTTPException(status.HTTP_401_UNAUTHORIZED, "missing or wrong bearer token")
-    result = request.app.state.holder.refresh(force=True)
+    scheme, _, given = (authorization or "").partition(" ")
+    if scheme.lower() != "bearer" or not secrets.compare_digest(
+        given.strip().encode(), token.encode()
+    ):
+        raise HTTPException(
+            status.HTTP_401_UNAUTHORIZED,
+            "missing or wrong token (send 'Authorization: Bearer <FRAUD_API_RELOAD_TOKEN>')",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+    # Not forced: an unchanged production answers `changed: false`; a bundle refused before is
+    # tried again here (an operator asking is worth one more attempt).
+    holder = request.app.state.holder
+    result = holder.refresh(force=holder.current is None or holder.last_error is not None)
     if result.error:
         raise HTTPException(
             status.HTTP_409_CONFLICT,

@@ -117,7 +117,7 @@ async def predict_batch(
     limit = request.app.state.settings.max_batch
     if len(transactions) > limit:
         raise HTTPException(
-            status.HTTP_413_REQUEST_ENTITY_TOO_LARGE,
+            status.HTTP_413_CONTENT_TOO_LARGE,
             f"batch of {len(transactions)} transactions is over the limit of {limit}",
         )
     served = _served(request)

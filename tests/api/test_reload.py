@@ -1,0 +1,143 @@
+"""`POST /admin/reload`: token checks, picking up a new bundle, refusing a corrupt one."""
+
+from __future__ import annotations
+
+import pytest
+from fastapi.testclient import TestClient
+
+from api.main import create_app
+from fraud_assets.bundle import FraudModel
+from fraud_assets.store import ModelStore
+from tests.api.conftest import (
+    AUTH,
+    CORRUPTIONS,
+    TOKEN,
+    V1,
+    V2,
+    V3,
+    MakeModel,
+    make_settings,
+    metric,
+    publish,
+    scrape,
+    transaction,
+)
+
+PROBE = transaction(V14=-3.0, V4=2.0, Amount=1.0)
+
+
+def test_reload_is_not_found_when_no_token_is_configured(
+    store: ModelStore, served_model: FraudModel
+) -> None:
+    with TestClient(create_app(make_settings(store.root, FRAUD_API_RELOAD_TOKEN=None))) as client:
+        for headers in ({}, AUTH, {"Authorization": "Bearer "}):
+            response = client.post("/admin/reload", headers=headers)
+            assert response.status_code == 404
+            assert "no token" in response.json()["detail"]
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {},
+        {"Authorization": "Bearer wrong"},
+        {"Authorization": f"Bearer {TOKEN}x"},
+        {"Authorization": f"Bearer {TOKEN[:-1]}"},
+        {"Authorization": "Bearer "},
+        {"Authorization": "Basic dXNlcjpwYXNz"},
+        {"Authorization": TOKEN},
+    ],
+    ids=["missing", "wrong", "longer", "shorter", "empty", "basic", "no-scheme"],
+)
+def test_reload_refuses_a_missing_or_wrong_token(
+    client: TestClient, store: ModelStore, make_fraud_model: MakeModel, headers: dict[str, str]
+) -> None:
+    publish(store, make_fraud_model(seed=2), V2)
+    response = client.post("/admin/reload", headers=headers)
+    assert response.status_code == 401
+    # Nothing was reloaded.
+    assert client.get("/model").json()["model_version"] == V1
+
+
+def test_reload_with_nothing_new_keeps_the_version(client: TestClient) -> None:
+    response = client.post("/admin/reload", headers=AUTH)
+    assert response.status_code == 200
+    assert response.json() == {"changed": False, "model_version": V1}
+    assert client.post("/predict", json=PROBE).json()["model_version"] == V1
+    assert metric(scrape(client), "fraud_api_model_reloads_total", result="loaded") == 1
+
+
+def test_reload_picks_up_a_newly_published_bundle(
+    client: TestClient, store: ModelStore, served_model: FraudModel, make_fraud_model: MakeModel
+) -> None:
+    before = client.post("/predict", json=PROBE).json()
+    assert before["fraud_probability"] == pytest.approx(
+        served_model.predict_record(PROBE), abs=1e-9
+    )
+    new_model = make_fraud_model(seed=2)
+    publish(store, new_model, V2)
+    # The watcher is off in this app: nothing changes until the reload.
+    assert client.post("/predict", json=PROBE).json()["model_version"] == V1
+
+    response = client.post("/admin/reload", headers=AUTH)
+    assert response.status_code == 200
+    assert response.json() == {"changed": True, "model_version": V2}
+    after = client.post("/predict", json=PROBE).json()
+    assert after["model_version"] == V2
+    assert after["fraud_probability"] == pytest.approx(new_model.predict_record(PROBE), abs=1e-9)
+    assert after["fraud_probability"] != pytest.approx(before["fraud_probability"], abs=1e-9)
+    assert client.get("/model").json()["model_version"] == V2
+    assert client.get("/ready").json()["model_version"] == V2
+
+    samples = scrape(client)
+    assert metric(samples, "fraud_api_model_info", model_version=V2) == 1.0
+    # The old version's series is gone, not left at 1 beside the new one.
+    assert ("fraud_api_model_info", frozenset({("model_version", V1)})) not in samples
+    assert metric(samples, "fraud_api_model_reloads_total", result="loaded") == 2
+
+
+@pytest.mark.parametrize("corrupt", CORRUPTIONS)
+def test_a_corrupt_new_bundle_is_refused_and_the_old_one_keeps_serving(
+    client: TestClient,
+    store: ModelStore,
+    served_model: FraudModel,
+    make_fraud_model: MakeModel,
+    corrupt: str,
+) -> None:
+    before = client.post("/predict", json=PROBE).json()
+    release = publish(store, make_fraud_model(seed=2), V2)
+    CORRUPTIONS[corrupt](release)
+
+    response = client.post("/admin/reload", headers=AUTH)
+    assert response.status_code == 409
+    detail = response.json()["detail"]
+    assert f"still serving {V1}" in detail
+    assert str(release) in detail
+
+    after = client.post("/predict", json=PROBE).json()
+    assert after == before
+    assert after["model_version"] == V1
+    batch = client.post("/predict/batch", json=[PROBE]).json()
+    assert batch["model_version"] == V1
+    assert client.get("/ready").json() == {"status": "ready", "model_version": V1}
+    assert client.get("/model").json()["model_version"] == V1
+
+    samples = scrape(client)
+    assert metric(samples, "fraud_api_model_reloads_total", result="refused") == 1
+    assert metric(samples, "fraud_api_model_info", model_version=V1) == 1.0
+    assert metric(samples, "fraud_api_model_info", model_version=V2) == 0
+
+    # The watcher does not retry the same refused bundle on every poll...
+    holder = client.app.state.holder  # type: ignore[attr-defined]
+    for _ in range(3):
+        assert holder.refresh().version == V1
+    assert metric(scrape(client), "fraud_api_model_reloads_total", result="refused") == 1
+    # ...but an operator's reload tries it once more, and a refusal counts again.
+    assert client.post("/admin/reload", headers=AUTH).status_code == 409
+    assert metric(scrape(client), "fraud_api_model_reloads_total", result="refused") == 2
+    # A good bundle published after is taken.
+    publish(store, make_fraud_model(seed=3), V3)
+    response = client.post("/admin/reload", headers=AUTH)
+    assert response.status_code == 200
+    assert response.json()["model_version"] == V3
+    assert client.post("/predict", json=PROBE).json()["model_version"] == V3
