@@ -77,6 +77,13 @@ class ModelHolder:
     def _mlflow_source(self) -> str:
         from mlflow.tracking import MlflowClient
 
+        # MLflow retries a failing request 7 times with exponential backoff (minutes): the
+        # watcher and the start-up would hang on a tracking server that is down. Fail fast
+        # instead and try again at the next poll (explicit settings still win).
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
+
         uri = self.settings.model_uri or ""
         name, _, alias = uri.removeprefix("models:/").partition("@")
         if not alias:

@@ -47,6 +47,13 @@ def _isolated_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
     # mlflow.set_registry_uri() writes this variable; without it here it would leak between tests.
     monkeypatch.delenv("MLFLOW_REGISTRY_URI", raising=False)
+    # The API sets these defaults when it follows an MLflow alias; each test starts without them.
+    for name in (
+        "MLFLOW_HTTP_REQUEST_MAX_RETRIES",
+        "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR",
+        "MLFLOW_HTTP_REQUEST_TIMEOUT",
+    ):
+        monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("FRAUD_MLFLOW_ARTIFACT_ROOT", str(tmp_path / "mlartifacts"))
     monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "dagster_home"))
     monkeypatch.setenv("FRAUD_SYNTHETIC_ROWS", str(SMALL_ROWS))
