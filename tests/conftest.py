@@ -6,6 +6,7 @@ import os
 import socket
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -92,9 +93,9 @@ def resources(tmp_path: Path) -> dict[str, Any]:
     return make_resources(tmp_path)
 
 
-@pytest.fixture
-def postgres_url() -> Iterator[str]:
-    """A new, uniquely named database on the local PostgreSQL, dropped after the test."""
+@contextmanager
+def fresh_database() -> Iterator[str]:
+    """A new, uniquely named database on the local PostgreSQL, dropped after; any scope."""
     name = f"fraud_test_{uuid.uuid4().hex[:12]}"
     admin = psycopg2.connect(host=PG_HOST, port=PG_PORT, user=PG_USER, dbname="postgres")
     admin.autocommit = True
@@ -130,3 +131,10 @@ def make_fraud_model() -> Callable[..., FraudModel]:
         return FraudModel(anomaly, booster, threshold)
 
     return make
+
+
+@pytest.fixture
+def postgres_url() -> Iterator[str]:
+    """A new, uniquely named database on the local PostgreSQL, dropped after the test."""
+    with fresh_database() as url:
+        yield url

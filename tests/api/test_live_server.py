@@ -24,6 +24,7 @@ from fraud_assets.bundle import CLASSIFIER
 from fraud_assets.store import ModelStore
 from tests.api.conftest import MakeModel, flip_byte, manifest, publish, transaction
 from tests.conftest import free_port
+from tests.processes import stop, tail
 
 pytestmark = pytest.mark.slow
 
@@ -44,22 +45,6 @@ class LiveServer:
     log: Path
 
 
-def _tail(path: Path, lines: int = 40) -> str:
-    text = path.read_text(errors="replace") if path.exists() else "(no log)"
-    return "\n".join(text.splitlines()[-lines:])
-
-
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is not None:
-        return
-    proc.terminate()
-    try:
-        proc.wait(timeout=15)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait(timeout=15)
-
-
 def _wait_until(condition: object, timeout: float, what: str, log: Path) -> None:
     assert callable(condition)
     deadline = time.monotonic() + timeout
@@ -70,7 +55,7 @@ def _wait_until(condition: object, timeout: float, what: str, log: Path) -> None
         except httpx.TransportError:
             pass
         time.sleep(0.1)
-    pytest.fail(f"{what} not within {timeout:.0f}s; server log:\n{_tail(log)}")
+    pytest.fail(f"{what} not within {timeout:.0f}s; server log:\n{tail(log)}")
 
 
 def _served_version(url: str) -> str | None:
@@ -111,18 +96,25 @@ def live_server(
     command += ["--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"]
     with log.open("wb") as out:
         # cwd: the app reads `.env` from its working directory; the project's must not apply.
-        proc = subprocess.Popen(command, cwd=root, env=env, stdout=out, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(
+            command,
+            cwd=root,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     try:
 
         def ready() -> bool:
             if proc.poll() is not None:
-                pytest.fail(f"uvicorn exited with {proc.returncode}:\n{_tail(log)}")
+                pytest.fail(f"uvicorn exited with {proc.returncode}:\n{tail(log)}")
             return httpx.get(f"{url}/ready", timeout=2).status_code == 200
 
         _wait_until(ready, START_TIMEOUT_S, "/ready answering 200", log)
         yield LiveServer(url, store, log)
     finally:
-        _stop(proc)
+        stop(proc)
 
 
 @dataclass(frozen=True)

@@ -3,42 +3,23 @@
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import time
-import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
-import psycopg2
 import pytest
 
-from tests.conftest import PG_HOST, PG_PORT, PG_USER, free_port
+from tests.conftest import free_port, fresh_database
+from tests.processes import stop, tail
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 VENV_BIN = Path(sys.executable).parent
 #: Importing MLflow and migrating a new database takes ~35 s on an idle two-core machine.
 SERVER_START_TIMEOUT_S = 120.0
-
-
-@contextmanager
-def fresh_database() -> Iterator[str]:
-    """A new database on the local PostgreSQL, dropped after; like `postgres_url`, any scope."""
-    name = f"fraud_test_{uuid.uuid4().hex[:12]}"
-    admin = psycopg2.connect(host=PG_HOST, port=PG_PORT, user=PG_USER, dbname="postgres")
-    admin.autocommit = True
-    with admin.cursor() as cur:
-        cur.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield f"postgresql://{PG_USER}@{PG_HOST}:{PG_PORT}/{name}"
-    finally:
-        with admin.cursor() as cur:
-            cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        admin.close()
 
 
 @dataclass(frozen=True)
@@ -49,38 +30,19 @@ class MlflowServer:
     log: Path
 
 
-def _tail(path: Path, lines: int = 40) -> str:
-    text = path.read_text(errors="replace") if path.exists() else "(no log)"
-    return "\n".join(text.splitlines()[-lines:])
-
-
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    """Terminate the server's process group (uvicorn runs as its child), then kill it."""
-    if proc.poll() is not None:
-        return
-    try:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=15)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=15)
-    except ProcessLookupError:
-        pass
-
-
 def _wait_healthy(proc: subprocess.Popen[bytes], url: str, log: Path) -> None:
     deadline = time.monotonic() + SERVER_START_TIMEOUT_S
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            pytest.fail(f"mlflow server exited with {proc.returncode}:\n{_tail(log)}")
+            pytest.fail(f"mlflow server exited with {proc.returncode}:\n{tail(log)}")
         try:
             if httpx.get(f"{url}/health", timeout=2).status_code == 200:
                 return
         except httpx.TransportError:
             pass
         time.sleep(0.5)
-    _stop(proc)
-    pytest.fail(f"mlflow server not healthy after {SERVER_START_TIMEOUT_S:.0f}s:\n{_tail(log)}")
+    stop(proc)
+    pytest.fail(f"mlflow server not healthy after {SERVER_START_TIMEOUT_S:.0f}s:\n{tail(log)}")
 
 
 @pytest.fixture(scope="module")
@@ -124,4 +86,4 @@ def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MlflowSe
             _wait_healthy(proc, url, log)
             yield MlflowServer(url, backend, artifacts, log)
         finally:
-            _stop(proc)
+            stop(proc)
