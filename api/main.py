@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 import math
 from collections.abc import AsyncIterator
@@ -120,6 +121,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         result = holder.refresh()
         if result.version is None:
             log.warning("starting without a model: %s", holder.not_ready_reason())
+        # Move everything loaded so far out of the garbage collector's reach: with ~170,000
+        # long-lived objects, each full collection took ~110 ms in the middle of a request
+        # (the p99 of a 1,000-row batch fell from 150 ms to 53 ms).
+        gc.collect()
+        gc.freeze()
         holder.start_watching()
         try:
             yield

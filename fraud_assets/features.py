@@ -90,28 +90,34 @@ class CompiledForest:
     def n_trees(self) -> int:
         return int(self.feature.shape[0])
 
+    def __post_init__(self) -> None:
+        # Flat views and absolute child indices, built once: one `take` per step is several
+        # times faster than 2-D fancy indexing.
+        width = self.feature.shape[1]
+        self._offsets = (np.arange(self.n_trees, dtype=np.int64) * width)[:, None]
+        self._flat_feature = self.feature.ravel()
+        self._flat_threshold = self.threshold.ravel()
+        self._flat_left = (self.left + self._offsets).ravel()
+        self._flat_right = (self.right + self._offsets).ravel()
+        self._flat_leaf_value = self.leaf_value.ravel()
+
     def score_samples(self, x: np.ndarray, chunk: int = 8192) -> np.ndarray:
         """Equal to `IsolationForest.score_samples(x)`: lower is more anomalous."""
         # scikit-learn compares float32 inputs with float64 thresholds; so do we.
         x = np.asarray(x, dtype=np.float32)
         n_rows, n_cols = x.shape
-        width = self.feature.shape[1]
-        # Flat views: one `take` per step is several times faster than 2-D fancy indexing.
-        feature, threshold = self.feature.ravel(), self.threshold.ravel()
-        offsets = (np.arange(self.n_trees, dtype=np.int64) * width)[:, None]
-        left = (self.left + offsets).ravel()
-        right = (self.right + offsets).ravel()
-        leaf_value = self.leaf_value.ravel()
+        feature, threshold = self._flat_feature, self._flat_threshold
+        left, right = self._flat_left, self._flat_right
         out = np.empty(n_rows, dtype=np.float64)
         for start in range(0, n_rows, chunk):
             rows = x[start : start + chunk]
             flat_rows = rows.ravel()
             row_base = (np.arange(rows.shape[0], dtype=np.int64) * n_cols)[None, :]
-            node = np.repeat(offsets, rows.shape[0], axis=1)
+            node = np.repeat(self._offsets, rows.shape[0], axis=1)
             for _ in range(self.depth):
                 go_left = flat_rows.take(feature.take(node) + row_base) <= threshold.take(node)
                 node = np.where(go_left, left.take(node), right.take(node))
-            depths = leaf_value.take(node).sum(axis=0)
+            depths = self._flat_leaf_value.take(node).sum(axis=0)
             out[start : start + rows.shape[0]] = -np.exp2(-depths / self.denominator)
         return out
 

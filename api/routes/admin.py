@@ -6,6 +6,7 @@ import secrets
 from typing import Annotated
 
 from fastapi import APIRouter, Header, HTTPException, Request, status
+from starlette.concurrency import run_in_threadpool
 
 router = APIRouter(prefix="/admin", tags=["admin"])
 
@@ -37,7 +38,10 @@ async def reload(
     # Not forced: an unchanged production answers `changed: false`; a bundle refused before is
     # tried again here (an operator asking is worth one more attempt).
     holder = request.app.state.holder
-    result = holder.refresh(force=holder.current is None or holder.last_error is not None)
+    force = holder.current is None or holder.last_error is not None
+    # Loading takes milliseconds to seconds (longer from a remote MLflow): not on the event loop,
+    # where it would stall every request in flight.
+    result = await run_in_threadpool(holder.refresh, force)
     if result.error:
         raise HTTPException(
             status.HTTP_409_CONFLICT,
