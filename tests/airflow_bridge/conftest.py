@@ -1,0 +1,160 @@
+"""A real Dagster webserver (and daemon) on a free port, over the project's workspace.yaml."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager, suppress
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+
+from airflow_bridge.dagster_client import DagsterClient
+from tests.conftest import SMALL_FRAUD_RATE, SMALL_ROWS, free_port
+from tests.processes import stop, tail
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+BIN = Path(sys.executable).parent
+#: The webserver loads the code location (mlflow, xgboost, scikit-learn) before it serves.
+START_TIMEOUT_S = 180.0
+JOB = "weekly_retrain_job"
+
+_LOCATION_QUERY = """{ workspaceOrError { __typename ... on Workspace { locationEntries {
+  name loadStatus locationOrLoadError { __typename ... on PythonError { message } } } } } }"""
+
+
+@dataclass(frozen=True)
+class DagsterServer:
+    url: str
+    root: Path
+    logs: tuple[Path, ...]
+
+    def log_tails(self) -> str:
+        return "\n".join(f"--- {log.name}\n{tail(log)}" for log in self.logs)
+
+
+def client_for(server: DagsterServer) -> DagsterClient:
+    return DagsterClient(server.url, retries=2, backoff_s=0.5)
+
+
+def server_env(root: Path) -> dict[str, str]:
+    """The environment of the Dagster processes: every state directory under `root`."""
+    env = {
+        k: v for k, v in os.environ.items() if not k.startswith(("FRAUD_", "MLFLOW_", "DAGSTER_"))
+    }
+    env.update(
+        DAGSTER_HOME=str(root / "dagster_home"),
+        FRAUD_DATA_DIR=str(root / "raw"),
+        FRAUD_MODELS_DIR=str(root / "models"),
+        MLFLOW_TRACKING_URI=f"sqlite:///{root / 'mlflow.db'}",
+        FRAUD_MLFLOW_ARTIFACT_ROOT=str(root / "mlartifacts"),
+        FRAUD_SYNTHETIC_ROWS=str(SMALL_ROWS),
+        FRAUD_SYNTHETIC_FRAUD_RATE=str(SMALL_FRAUD_RATE),
+    )
+    return env
+
+
+def _stop_group(proc: subprocess.Popen[bytes]) -> None:
+    """`stop()`, then the children left in its group (the code server it started)."""
+    stop(proc)
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(proc.pid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.2)
+    with suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)
+
+
+@contextmanager
+def _process(
+    command: list[str], env: dict[str, str], log: Path
+) -> Iterator[subprocess.Popen[bytes]]:
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            command,
+            cwd=REPO_ROOT,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        yield proc
+    finally:
+        _stop_group(proc)
+
+
+def _wait_until_serving(url: str, proc: subprocess.Popen[bytes], logs: Callable[[], str]) -> None:
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            pytest.fail(f"dagster-webserver exited with {proc.returncode}:\n{logs()}")
+        try:
+            if httpx.get(f"{url}/server_info", timeout=2).status_code == 200:
+                break
+        except httpx.TransportError:
+            pass
+        time.sleep(0.5)
+    else:
+        pytest.fail(f"dagster-webserver not serving within {START_TIMEOUT_S:.0f}s:\n{logs()}")
+    while time.monotonic() < deadline:
+        body = httpx.post(f"{url}/graphql", json={"query": _LOCATION_QUERY}, timeout=10).json()
+        (entry,) = body["data"]["workspaceOrError"]["locationEntries"]
+        loaded = entry["locationOrLoadError"]
+        if loaded and loaded["__typename"] == "PythonError":
+            pytest.fail(f"code location {entry['name']} failed to load: {loaded['message']}")
+        if entry["loadStatus"] == "LOADED" and loaded:
+            return
+        time.sleep(0.5)
+    pytest.fail(f"code location not loaded within {START_TIMEOUT_S:.0f}s:\n{logs()}")
+
+
+@contextmanager
+def dagster_server(root: Path, *, daemon: bool) -> Iterator[DagsterServer]:
+    """`dagster-webserver -w workspace.yaml` (and `dagster-daemon run`) with state under `root`."""
+    env = server_env(root)
+    subprocess.run(
+        [sys.executable, "-m", "fraud_assets.instance"],
+        cwd=REPO_ROOT,
+        env=env,
+        check=True,
+        capture_output=True,
+    )
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    web_log, daemon_log = root / "webserver.log", root / "daemon.log"
+    server = DagsterServer(url, root, (web_log, daemon_log) if daemon else (web_log,))
+    web = [str(BIN / "dagster-webserver"), "-w", "workspace.yaml", "-h", "127.0.0.1"]
+    with ExitStack() as stack:
+        webserver = stack.enter_context(_process([*web, "-p", str(port)], env, web_log))
+        _wait_until_serving(url, webserver, server.log_tails)
+        if daemon:
+            # Only now: started together on a new DAGSTER_HOME, both create the SQLite storage
+            # and stamp its schema version twice, and the code location then fails to load
+            # ("Version table 'alembic_version' has more than one head present").
+            command = [str(BIN / "dagster-daemon"), "run", "-w", "workspace.yaml"]
+            stack.enter_context(_process(command, env, daemon_log))
+        yield server
+
+
+@pytest.fixture(scope="module")
+def dagster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DagsterServer]:
+    """A webserver and a daemon: launched runs are dequeued and executed."""
+    with dagster_server(tmp_path_factory.mktemp("dagster"), daemon=True) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def dagster_without_daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DagsterServer]:
+    """A webserver alone: launched runs stay QUEUED, as when nobody started the daemon."""
+    with dagster_server(tmp_path_factory.mktemp("dagster_no_daemon"), daemon=False) as server:
+        yield server
