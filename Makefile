@@ -12,7 +12,7 @@ endif
 RUN := $(UV) run --locked
 
 .PHONY: help uv install dagster-home demo serve api materialize status rollback history ui mlflow-ui \
-	lint format typecheck test test-fast bench clean
+	airflow lint format typecheck test test-fast bench clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -59,6 +59,22 @@ mlflow-ui: install  ## MLflow UI on :5000 over the local mlflow.db
 	$(RUN) mlflow ui --backend-store-uri "$${MLFLOW_TRACKING_URI:-sqlite:///$(CURDIR)/mlflow.db}" \
 		--host 127.0.0.1 --port 5000
 
+# Airflow keeps the weekly contract (DAG weekly_retrain, airflow_bridge/dags) and drives Dagster at
+# DAGSTER_WEBSERVER_URL (default http://127.0.0.1:3000, i.e. `make ui`). Its state (SQLite metadata
+# DB, logs) lives in AIRFLOW_HOME, default .airflow_home; point AIRFLOW__DATABASE__SQL_ALCHEMY_CONN
+# at PostgreSQL (:5433) for the production-shaped set. Every user is admin on the local UI.
+AIRFLOW_PORT ?= 8080
+AIRFLOW_ENV = AIRFLOW_HOME="$${AIRFLOW_HOME:-$(CURDIR)/.airflow_home}" \
+	AIRFLOW__CORE__DAGS_FOLDER="$(CURDIR)/airflow_bridge/dags" \
+	AIRFLOW__CORE__LOAD_EXAMPLES=False \
+	AIRFLOW__API__HOST="$${AIRFLOW__API__HOST:-127.0.0.1}" \
+	AIRFLOW__API__PORT=$(AIRFLOW_PORT) \
+	AIRFLOW__API__BASE_URL="$${AIRFLOW__API__BASE_URL:-http://127.0.0.1:$(AIRFLOW_PORT)}" \
+	AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS="$${AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS:-True}"
+
+airflow: install  ## Airflow UI on :8080 (api-server, scheduler, dag-processor, triggerer): weekly_retrain
+	$(AIRFLOW_ENV) $(RUN) airflow standalone
+
 lint: install
 	$(RUN) ruff check .
 	$(RUN) ruff format --check .
@@ -79,5 +95,5 @@ test-fast: install  ## the suite without the slow end-to-end tests
 bench: install  ## full-size timing: platform vs a bare script (prints a table)
 	$(RUN) python benchmarks/materialize_vs_script.py
 
-clean:  ## remove local state (models, MLflow, Dagster); keeps data/raw
-	rm -rf models mlflow.db mlartifacts mlruns .dagster_home
+clean:  ## remove local state (models, MLflow, Dagster, Airflow); keeps data/raw
+	rm -rf models mlflow.db mlartifacts mlruns .dagster_home .airflow_home

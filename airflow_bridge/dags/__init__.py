@@ -1,0 +1,1 @@
+"""DAG files, one per file."""
