@@ -140,7 +140,8 @@ def paired_bootstrap_ap(
         counts = np.stack(
             [np.bincount(rng.integers(0, n, n), minlength=n) for _ in range(size)]
         ).astype(np.float64)
-        a = _weighted_ap(y[orders[0]], ends[0], counts[:, orders[0]])
-        b = _weighted_ap(y[orders[1]], ends[1], counts[:, orders[1]])
+        # np.take gathers the columns about twice as fast as `counts[:, order]`, same values.
+        a = _weighted_ap(y[orders[0]], ends[0], np.take(counts, orders[0], axis=1))
+        b = _weighted_ap(y[orders[1]], ends[1], np.take(counts, orders[1], axis=1))
         deltas[start : start + size] = a - b
     return deltas
