@@ -5,6 +5,9 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 
@@ -14,18 +17,47 @@ def tail(path: Path, lines: int = 40) -> str:
     return "\n".join(text.splitlines()[-lines:])
 
 
-def stop(proc: subprocess.Popen[bytes], timeout: float = 15) -> None:
+def stop(proc: subprocess.Popen[bytes], timeout: float = 15, linger: float = 5) -> None:
     """Stop a server and its children: SIGTERM to its process group, SIGKILL if it lingers.
 
-    Start servers with `start_new_session=True` so the group holds the workers they fork.
+    Children can outlive the leader (Dagster's code server, MLflow's uvicorn): whatever is left
+    in the group `linger` seconds after the leader exits is killed too.
     """
-    if proc.poll() is not None:
-        return
-    try:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=timeout)
-    except subprocess.TimeoutExpired:
+    if proc.poll() is None:
+        try:
+            os.killpg(proc.pid, signal.SIGTERM)
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=timeout)
+        except ProcessLookupError:
+            return
+    deadline = time.monotonic() + linger
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(proc.pid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.2)
+    with suppress(ProcessLookupError):
         os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=timeout)
-    except ProcessLookupError:
-        pass
+
+
+@contextmanager
+def running(
+    command: list[str], *, cwd: Path, env: dict[str, str], log: Path
+) -> Iterator[subprocess.Popen[bytes]]:
+    """Run `command` in a session of its own, output to `log`; stop it and its children after."""
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            command,
+            cwd=cwd,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        yield proc
+    finally:
+        stop(proc)

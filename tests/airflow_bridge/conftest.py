@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
-from contextlib import ExitStack, contextmanager, suppress
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,7 +16,7 @@ import pytest
 
 from airflow_bridge.dagster_client import DagsterClient
 from tests.conftest import SMALL_FRAUD_RATE, SMALL_ROWS, free_port
-from tests.processes import stop, tail
+from tests.processes import running, tail
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
@@ -58,39 +57,6 @@ def server_env(root: Path) -> dict[str, str]:
         FRAUD_SYNTHETIC_FRAUD_RATE=str(SMALL_FRAUD_RATE),
     )
     return env
-
-
-def _stop_group(proc: subprocess.Popen[bytes]) -> None:
-    """`stop()`, then the children left in its group (the code server it started)."""
-    stop(proc)
-    deadline = time.monotonic() + 5
-    while time.monotonic() < deadline:
-        try:
-            os.killpg(proc.pid, 0)
-        except ProcessLookupError:
-            return
-        time.sleep(0.2)
-    with suppress(ProcessLookupError):
-        os.killpg(proc.pid, signal.SIGKILL)
-
-
-@contextmanager
-def _process(
-    command: list[str], env: dict[str, str], log: Path
-) -> Iterator[subprocess.Popen[bytes]]:
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            command,
-            cwd=REPO_ROOT,
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    try:
-        yield proc
-    finally:
-        _stop_group(proc)
 
 
 def _wait_until_serving(url: str, proc: subprocess.Popen[bytes], logs: Callable[[], str]) -> None:
@@ -135,14 +101,16 @@ def dagster_server(root: Path, *, daemon: bool) -> Iterator[DagsterServer]:
     server = DagsterServer(url, root, (web_log, daemon_log) if daemon else (web_log,))
     web = [str(BIN / "dagster-webserver"), "-w", "workspace.yaml", "-h", "127.0.0.1"]
     with ExitStack() as stack:
-        webserver = stack.enter_context(_process([*web, "-p", str(port)], env, web_log))
+        webserver = stack.enter_context(
+            running([*web, "-p", str(port)], cwd=REPO_ROOT, env=env, log=web_log)
+        )
         _wait_until_serving(url, webserver, server.log_tails)
         if daemon:
             # Only now: started together on a new DAGSTER_HOME, both create the SQLite storage
             # and stamp its schema version twice, and the code location then fails to load
             # ("Version table 'alembic_version' has more than one head present").
             command = [str(BIN / "dagster-daemon"), "run", "-w", "workspace.yaml"]
-            stack.enter_context(_process(command, env, daemon_log))
+            stack.enter_context(running(command, cwd=REPO_ROOT, env=env, log=daemon_log))
         yield server
 
 

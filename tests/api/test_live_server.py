@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import math
 import os
-import subprocess
 import sys
 import threading
 import time
@@ -24,7 +23,7 @@ from fraud_assets.bundle import CLASSIFIER
 from fraud_assets.store import ModelStore
 from tests.api.conftest import MakeModel, flip_byte, manifest, publish, transaction
 from tests.conftest import free_port
-from tests.processes import stop, tail
+from tests.processes import running, tail
 
 pytestmark = pytest.mark.slow
 
@@ -94,17 +93,8 @@ def live_server(
     log = root / "uvicorn.log"
     command = [sys.executable, "-m", "uvicorn", "api.main:app"]
     command += ["--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"]
-    with log.open("wb") as out:
-        # cwd: the app reads `.env` from its working directory; the project's must not apply.
-        proc = subprocess.Popen(
-            command,
-            cwd=root,
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    try:
+    # cwd: the app reads `.env` from its working directory; the project's must not apply.
+    with running(command, cwd=root, env=env, log=log) as proc:
 
         def ready() -> bool:
             if proc.poll() is not None:
@@ -113,8 +103,6 @@ def live_server(
 
         _wait_until(ready, START_TIMEOUT_S, "/ready answering 200", log)
         yield LiveServer(url, store, log)
-    finally:
-        stop(proc)
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from tests.conftest import free_port, fresh_database
-from tests.processes import stop, tail
+from tests.processes import running, stop, tail
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 VENV_BIN = Path(sys.executable).parent
@@ -60,30 +60,21 @@ def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MlflowSe
         # The job runner (a huey consumer) serves GenAI features these tests do not use; it would
         # only compete with training for the two cores.
         env["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] = "false"
-        with log.open("wb") as out:
-            proc = subprocess.Popen(
-                [
-                    str(VENV_BIN / "mlflow"),
-                    "server",
-                    "--backend-store-uri",
-                    backend,
-                    "--artifacts-destination",
-                    str(artifacts),
-                    "--host",
-                    "127.0.0.1",
-                    "--port",
-                    str(port),
-                    "--workers",
-                    "1",
-                ],
-                cwd=root,  # anything the server writes by default lands here, not in the repo
-                env=env,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        try:
+        command = [
+            str(VENV_BIN / "mlflow"),
+            "server",
+            "--backend-store-uri",
+            backend,
+            "--artifacts-destination",
+            str(artifacts),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            "1",
+        ]
+        # cwd: anything the server writes by default lands there, not in the repo.
+        with running(command, cwd=root, env=env, log=log) as proc:
             _wait_healthy(proc, url, log)
             yield MlflowServer(url, backend, artifacts, log)
-        finally:
-            stop(proc)
