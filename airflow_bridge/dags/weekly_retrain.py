@@ -46,7 +46,6 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import pendulum
 from airflow.sdk import (
     Connection,
     CronTriggerTimetable,
@@ -196,8 +195,9 @@ def _smtp() -> notify.SmtpConfig | None:
 
 @dag(
     dag_id="weekly_retrain",
+    # No start_date: switched on mid-week, the DAG waits for the next Sunday 02:00; with a past
+    # start date Airflow would retrain at once for the Sunday that has passed.
     schedule=CronTriggerTimetable("0 2 * * 0", timezone=SETTINGS.tz()),
-    start_date=pendulum.datetime(2024, 1, 7, tz=SETTINGS.tz()),
     catchup=False,
     max_active_runs=1,
     doc_md=__doc__,

@@ -44,6 +44,7 @@ _INSPECT = textwrap.dedent(
     import json, os, sys
     from airflow.dag_processing.dagbag import DagBag
     from airflow.serialization.serialized_objects import DagSerialization
+    from airflow.timetables.base import TimeRestriction
 
     def load():
         return DagBag(dag_folder=sys.argv[1], include_examples=False)
@@ -72,7 +73,11 @@ _INSPECT = textwrap.dedent(
         "timetable_timezone": str(dag.timetable.timezone),
         "summary": scheduled.timetable.summary,
         "description": scheduled.timetable.description,
-        "start_date": dag.start_date.isoformat(),
+        "start_date": dag.start_date and dag.start_date.isoformat(),
+        "first_run": scheduled.timetable.next_dagrun_info(
+            last_automated_data_interval=None,
+            restriction=TimeRestriction(earliest=None, latest=None, catchup=False),
+        ).run_after.isoformat(),
         "catchup": dag.catchup,
         "max_active_runs": dag.max_active_runs,
         "doc_md": dag.doc_md,
@@ -107,9 +112,14 @@ def test_dag_parses_and_keeps_the_contract(tmp_path: Path) -> None:
     assert dag["expression"] == "0 2 * * 0"
     assert dag["timetable_timezone"] == "Europe/Amsterdam"
     assert dag["description"] == "At 02:00, only on Sunday"
-    # Airflow keeps the start date in UTC: midnight in Amsterdam.
-    start = datetime.fromisoformat(dag["start_date"])
-    assert start == pendulum.datetime(2024, 1, 7, tz="Europe/Amsterdam")
+    # No start date: switched on mid-week, it waits for the next Sunday 02:00 instead of
+    # retraining at once for the Sunday that has passed.
+    assert dag["start_date"] is None
+    first = datetime.fromisoformat(dag["first_run"])
+    now = pendulum.now("Europe/Amsterdam")
+    assert now < first <= now.add(days=7)
+    local = pendulum.instance(first).in_timezone("Europe/Amsterdam")
+    assert (local.day_of_week, local.hour, local.minute) == (pendulum.SUNDAY, 2, 0)
     assert dag["catchup"] is False
     assert dag["max_active_runs"] == 1
     assert "# weekly_retrain" in dag["doc_md"] and "reschedule" in dag["doc_md"]
