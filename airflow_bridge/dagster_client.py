@@ -330,7 +330,9 @@ class DagsterClient:
             elif kind == "ExecutionStepFailureEvent":
                 error = q.error_text(event["error"]) or event["message"]
                 step_failures.append(f"step {event['stepKey']} failed: {error}")
-            elif kind in ("RunFailureEvent", "RunCanceledEvent"):
+            elif kind in ("ResourceInitFailureEvent", "RunFailureEvent", "RunCanceledEvent"):
+                # A resource that cannot start (the MLflow server is down) fails the run before
+                # any step: its own event carries the reason.
                 error = event.get("error")
                 run_failures.append(
                     event["message"] + (f": {q.error_text(error)}" if error else "")

@@ -73,6 +73,7 @@ query RunEvents($runId: ID!, $after: String, $limit: Int) {
         }
         ... on ExecutionStepFailureEvent { stepKey message error { ERROR } }
         ... on RunFailureEvent { message error { ERROR } }
+        ... on ResourceInitFailureEvent { message error { ERROR } }
         ... on RunCanceledEvent { message }
       }
     }

@@ -12,6 +12,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+import httpx
 import mlflow
 import numpy as np
 import pandas as pd
@@ -22,6 +23,36 @@ from fraud_assets.bundle import FraudModel, load_bundle, save_bundle
 from fraud_assets.schema import FEATURE_COLUMNS
 
 CHAMPION = "champion"
+#: Seconds to wait for a tracking server's /health before a training run gives up on it.
+SERVER_CHECK_TIMEOUT_S = 5.0
+
+
+class TrackingServerUnavailable(RuntimeError):
+    """The MLflow tracking server does not answer; the message names it."""
+
+
+def check_server(tracking_uri: str, timeout_s: float = SERVER_CHECK_TIMEOUT_S) -> None:
+    """Fail at once, naming the server, when an HTTP tracking server does not answer `/health`.
+
+    Without this a training run against a stopped server would only fail after MLflow's own
+    retries (7, with exponential backoff: minutes), and after the model had been trained.
+    """
+    if is_local(tracking_uri) or tracking_uri.startswith("databricks"):
+        return
+    url = f"{tracking_uri.rstrip('/')}/health"
+    hint = "start it (`make stack`, or `mlflow server`) or point MLFLOW_TRACKING_URI elsewhere"
+    try:
+        response = httpx.get(url, timeout=timeout_s)
+    except httpx.HTTPError as exc:
+        raise TrackingServerUnavailable(
+            f"MLflow tracking server {tracking_uri} is unreachable "
+            f"({type(exc).__name__}: {exc}): {hint}"
+        ) from exc
+    if response.status_code != 200:
+        raise TrackingServerUnavailable(
+            f"MLflow tracking server {tracking_uri} answered {response.status_code} on /health: "
+            f"{hint}"
+        )
 
 
 def is_local(tracking_uri: str) -> bool:

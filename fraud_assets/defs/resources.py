@@ -81,6 +81,14 @@ class MlflowTracking(dg.ConfigurableResource):
     artifact_root: str | None = None
     ui_url: str = "http://127.0.0.1:5000"
 
+    def setup_for_execution(self, context: dg.InitResourceContext) -> None:
+        # Before any step that tracks does its work: a stopped server fails the run in seconds,
+        # naming the server, instead of after training and minutes of MLflow's retries.
+        try:
+            tracking.check_server(self.tracking_uri)
+        except tracking.TrackingServerUnavailable as exc:
+            raise dg.Failure(description=str(exc), allow_retries=False) from exc
+
     def _experiment_id(self) -> str:
         mlflow.set_tracking_uri(self.tracking_uri)
         mlflow.set_registry_uri(self.tracking_uri)
@@ -105,8 +113,10 @@ class MlflowTracking(dg.ConfigurableResource):
         experiment_id = self._experiment_id()
         while mlflow.active_run() is not None:  # a run left open by a failed step in-process
             mlflow.end_run("FAILED")
-        all_tags = {"dagster_run_id": context.run_id, "dagster_job": context.job_name}
-        all_tags.update(tags or {})
+        # The Dagster run that created the MLflow run keeps its tag; later stages (evaluation,
+        # promotion, each its own Dagster run under Airflow) only add their own tags.
+        all_tags = {} if run_id else {"dagster_run_id": context.run_id}
+        all_tags.update({"dagster_job": context.job_name, **(tags or {})})
         with mlflow.start_run(
             run_id=run_id, run_name=run_name, experiment_id=experiment_id, tags=all_tags
         ) as active:

@@ -6,6 +6,7 @@ Every case starts with a production model in place and asserts it is untouched a
 from __future__ import annotations
 
 import shutil
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -17,7 +18,7 @@ import pytest
 from fraud_assets.definitions import ASSETS, CHECKS
 from fraud_assets.store import ModelStore
 from fraud_assets.synthetic import generate
-from tests.conftest import make_resources
+from tests.conftest import free_port, make_resources
 
 
 @pytest.fixture
@@ -173,3 +174,31 @@ def test_too_few_frauds_fails_the_split_check(tmp_path: Path, production: dict[s
     description = failed_checks(result)["check_transaction_splits_min_frauds"]
     assert "Class" in description and "minimum 20" in description
     assert_blocked(result, tmp_path, production)
+
+
+def test_stopped_tracking_server_fails_the_run_fast_and_names_it(
+    tmp_path: Path, production: dict[str, str]
+) -> None:
+    # A port nobody listens on: the server is down.
+    url = f"http://127.0.0.1:{free_port()}"
+    started = time.monotonic()
+    result = dg.materialize(
+        [*ASSETS, *CHECKS],
+        resources=make_resources(tmp_path, tracking_uri=url),
+        raise_on_error=False,
+    )
+    elapsed = time.monotonic() - started
+
+    assert not result.success
+    # The tracking resource refuses to start, naming the server: the run fails before any step
+    # loads data or trains.
+    (init_failure,) = [
+        e for e in result.all_events if e.event_type_value == "RESOURCE_INIT_FAILURE"
+    ]
+    error = init_failure.event_specific_data.error  # type: ignore[union-attr]
+    assert f"MLflow tracking server {url} is unreachable" in error.message
+    assert "MLFLOW_TRACKING_URI" in error.message
+    assert result.get_asset_materialization_events() == []
+    assert snapshot(tmp_path / "models") == production
+    # Not MLflow's minutes of retries: seconds after the data steps.
+    assert elapsed < 120, elapsed
