@@ -12,7 +12,7 @@ endif
 RUN := $(UV) run --locked
 
 .PHONY: help uv install dagster-home demo serve api materialize status rollback history ui mlflow-ui \
-	airflow lint format typecheck test test-fast bench clean
+	airflow stack stack-status stack-down lint format typecheck test test-fast bench clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -97,3 +97,16 @@ bench: install  ## full-size timing: platform vs a bare script (prints a table)
 
 clean:  ## remove local state (models, MLflow, Dagster, Airflow); keeps data/raw
 	rm -rf models mlflow.db mlartifacts mlruns .dagster_home .airflow_home
+
+# The production shape without Docker (scripts/stack.py): MLflow server, Dagster webserver and
+# daemon, Airflow API server, scheduler and DAG processor, the API, on the PostgreSQL at
+# STACK_POSTGRES_URL (default postgresql://postgres@127.0.0.1:5432), a database per service.
+# State and logs: .stack/. `docker compose up` runs the same set in containers.
+stack: install  ## the production shape as local processes on PostgreSQL; prints every URL
+	$(RUN) python scripts/stack.py up
+
+stack-status: install  ## health of each `make stack` service
+	$(RUN) python scripts/stack.py status
+
+stack-down: install  ## stop what `make stack` started (data and databases are kept)
+	$(RUN) python scripts/stack.py down
