@@ -1,7 +1,12 @@
-"""Evaluation plots as PNG files: PR curve, ROC curve, score distributions, feature importance."""
+"""Evaluation plots as PNG files: PR curve, ROC curve, score distributions, feature importance.
+
+Also drift: reference against current histograms of the columns that moved most.
+"""
 
 from __future__ import annotations
 
+import math
+from collections.abc import Mapping
 from pathlib import Path
 
 import matplotlib
@@ -9,6 +14,7 @@ import matplotlib
 matplotlib.use("Agg")  # no display on servers; must precede pyplot
 import matplotlib.pyplot as plt
 import numpy as np
+import pandas as pd
 from sklearn.metrics import precision_recall_curve, roc_curve
 
 _DPI = 80
@@ -68,4 +74,35 @@ def anomaly_by_class(y: np.ndarray, anomaly: np.ndarray, path: Path) -> Path:
     ax.hist(anomaly[y == 1], bins=bins, alpha=0.6, density=True, label="fraud")
     ax.set(xlabel="IsolationForest anomaly score", ylabel="Density", title="Anomaly score by class")
     ax.legend()
+    return _save(fig, path)
+
+
+def drift_histograms(
+    reference: pd.DataFrame, current: pd.DataFrame, psi: Mapping[str, float], path: Path
+) -> Path:
+    """Reference vs current histograms of each column of `psi` (in its order), PSI in the title.
+
+    The frames hold the compared columns (`fraud_assets.drift.comparable` makes them from raw
+    fields); `psi` is typically `DriftReport.worst(k)`.
+    """
+    if not psi:
+        raise ValueError("no columns to plot")
+    ncols = min(3, len(psi))
+    nrows = math.ceil(len(psi) / ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(4 * ncols, 3 * nrows), squeeze=False)
+    for ax, (name, value) in zip(axes.flat, psi.items(), strict=False):
+        ref = reference[name].to_numpy(np.float64)
+        cur = current[name].to_numpy(np.float64)
+        both = np.concatenate([ref, cur])
+        both = both[np.isfinite(both)]
+        # Shared bins over the bulk of both samples: one far outlier (amounts have a long tail)
+        # would otherwise squeeze everything else into a single bar.
+        low, high = np.quantile(both, [0.005, 0.995])
+        bins = np.linspace(low, high if high > low else low + 1.0, 41).tolist()
+        ax.hist(ref, bins=bins, alpha=0.55, density=True, label="reference")
+        ax.hist(cur, bins=bins, alpha=0.55, density=True, label="current")
+        ax.set(title=f"{name} (PSI {value:.3f})", ylabel="Density")
+        ax.legend(fontsize="small")
+    for ax in list(axes.flat)[len(psi) :]:
+        ax.set_visible(False)
     return _save(fig, path)

@@ -12,6 +12,8 @@ from pydantic import AliasChoices, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
+#: Where the API logs its predictions and the labels sent back (`fraud_assets.prediction_log`).
+DEFAULT_PREDICTION_LOG_URL = f"sqlite:///{PROJECT_ROOT / 'predictions.db'}"
 
 
 class PlatformSettings(BaseSettings):
@@ -33,6 +35,13 @@ class PlatformSettings(BaseSettings):
         "http://127.0.0.1:5000",
         validation_alias=AliasChoices("FRAUD_MLFLOW_UI_URL", "MLFLOW_UI_URL"),
     )
+    #: The prediction log the API writes and training reads labels from; `off` (or empty): none.
+    prediction_log_url: str = Field(
+        DEFAULT_PREDICTION_LOG_URL, validation_alias="FRAUD_PREDICTION_LOG_URL"
+    )
+    #: Optuna storage of the tuning studies (`sqlite:///...` or a PostgreSQL URL); unset, the
+    #: training asset keeps them in `<models_dir>/tuning/optuna.db`.
+    optuna_storage: str | None = Field(None, validation_alias="FRAUD_OPTUNA_STORAGE")
     synthetic_seed: int = Field(42, validation_alias="FRAUD_SYNTHETIC_SEED")
     synthetic_rows: int = Field(284_807, validation_alias="FRAUD_SYNTHETIC_ROWS")
     synthetic_fraud_rate: float = Field(

@@ -8,7 +8,8 @@ training-time step and not part of the served model.
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, field
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
 import numpy as np
@@ -18,6 +19,20 @@ from imblearn.pipeline import Pipeline
 from sklearn.metrics import average_precision_score
 
 VARIANTS: tuple[str, ...] = ("none", "scale_pos_weight", "smote")
+#: TrainConfig fields that are XGBoost parameters: `with_params` replaces these by name.
+XGB_FIELDS: tuple[str, ...] = (
+    "n_estimators",
+    "max_depth",
+    "learning_rate",
+    "subsample",
+    "colsample_bytree",
+    "min_child_weight",
+    "early_stopping_rounds",
+)
+#: Set by training itself (metric, seed, threads) or by a variant: never taken from `xgb_extra`.
+RESERVED_XGB_PARAMS = frozenset(
+    {"eval_metric", "random_state", "seed", "n_jobs", "callbacks", "scale_pos_weight"}
+)
 
 
 @dataclass(frozen=True)
@@ -36,6 +51,9 @@ class TrainConfig:
     selection: str = "best"
     seed: int = 0
     n_jobs: int | None = None
+    #: Further XGBoost parameters by their scikit-learn names (e.g. tuned `reg_lambda`,
+    #: `reg_alpha`); empty unless a caller asks for them.
+    xgb_extra: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         unknown = set(self.variants) - set(VARIANTS)
@@ -43,6 +61,20 @@ class TrainConfig:
             raise ValueError(f"variants must be a non-empty subset of {VARIANTS}, got {unknown}")
         if self.selection != "best" and self.selection not in self.variants:
             raise ValueError(f"selection must be 'best' or one of {self.variants}")
+        # A field given twice would leave the logged value and the trained one disagreeing.
+        clash = set(self.xgb_extra) & {f.name for f in fields(self)}
+        reserved = set(self.xgb_extra) & RESERVED_XGB_PARAMS
+        if clash or reserved:
+            raise ValueError(
+                f"xgb_extra cannot set {sorted(clash | reserved)}: set fields by name "
+                f"(with_params does), and {sorted(RESERVED_XGB_PARAMS)} belong to training"
+            )
+
+    def with_params(self, params: Mapping[str, Any]) -> TrainConfig:
+        """A copy that trains with these XGBoost parameters: fields by name, the rest as extra."""
+        own = {k: v for k, v in params.items() if k in XGB_FIELDS}
+        extra = {k: v for k, v in params.items() if k not in XGB_FIELDS}
+        return replace(self, **own, xgb_extra={**self.xgb_extra, **extra})
 
     def xgb_params(self) -> dict[str, Any]:
         return {
@@ -57,11 +89,14 @@ class TrainConfig:
             "tree_method": "hist",
             "random_state": self.seed,
             "n_jobs": self.n_jobs,
+            **self.xgb_extra,
         }
 
     def as_params(self) -> dict[str, Any]:
         params = asdict(self)
         params["variants"] = ",".join(self.variants)
+        # Flat, so each extra parameter is its own MLflow param (names cannot clash: see above).
+        params.update(params.pop("xgb_extra"))
         return params
 
 
@@ -98,14 +133,18 @@ def train_variant(
     x_val: np.ndarray,
     y_val: np.ndarray,
     config: TrainConfig,
+    callbacks: Sequence[xgb.callback.TrainingCallback] = (),
 ) -> VariantResult:
-    """Train one variant with early stopping on validation; return its truncated booster."""
+    """Train one variant with early stopping on validation; return its truncated booster.
+
+    `callbacks` run after each boosting round (tuning uses one to prune poor trials early).
+    """
     start = time.perf_counter()
     extra: dict[str, Any] = {}
     train_rows, train_frauds = len(y_train), int(y_train.sum())
     if name == "scale_pos_weight":
         extra["scale_pos_weight"] = float((len(y_train) - y_train.sum()) / max(1, y_train.sum()))
-    classifier = _classifier(config, **extra)
+    classifier = _classifier(config, callbacks=list(callbacks) or None, **extra)
     if name == "smote":
         k = min(config.smote_k_neighbors, int(y_train.sum()) - 1)
         if k < 1:

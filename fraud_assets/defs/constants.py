@@ -5,6 +5,7 @@ from __future__ import annotations
 from fraud_assets.evaluate import ThresholdPolicy
 from fraud_assets.promote import PromotionPolicy
 from fraud_assets.train import TrainConfig
+from fraud_assets.tune import TuneConfig
 
 OWNER = "team:fraud-ml"
 
@@ -16,6 +17,9 @@ ANOMALY_TREES = 100
 SEED = 0
 
 TRAIN = TrainConfig()
+TUNE = TuneConfig()
+#: The study's name; the asset appends the data fingerprint, so new data starts a new study.
+TUNING_STUDY = "fraud-xgboost"
 THRESHOLD = ThresholdPolicy()
 PROMOTION = PromotionPolicy()
 

@@ -17,10 +17,12 @@ from fraud_assets.bundle import FraudModel, new_version
 from fraud_assets.data import Splits, as_arrays
 from fraud_assets.defs import constants
 from fraud_assets.defs.assets._metadata import image, table
-from fraud_assets.defs.resources import MlflowTracking
+from fraud_assets.defs.assets._tuning import optuna_storage, run_study
+from fraud_assets.defs.resources import MlflowTracking, ModelStoreResource
 from fraud_assets.evaluate import ThresholdPolicy, choose_threshold, metrics
 from fraud_assets.features import MODEL_FEATURES, AnomalyScorer, base_features, model_features
 from fraud_assets.train import VARIANTS, TrainConfig, train
+from fraud_assets.tune import TuneConfig
 
 
 @dataclass
@@ -69,6 +71,14 @@ class TrainingConfig(dg.Config):
     threshold_policy: str = constants.THRESHOLD.kind
     cost_missed_fraud: float = constants.THRESHOLD.cost_missed_fraud
     cost_false_alarm: float = constants.THRESHOLD.cost_false_alarm
+    #: Run an Optuna study first and train with its best parameters and variant.
+    tuning: bool = False
+    #: Trials this run adds to the study (None: until the timeout).
+    tuning_trials: int | None = constants.TUNE.n_trials
+    #: Seconds this run may spend on the study, checked between trials (None: until the trials).
+    tuning_timeout_s: float | None = constants.TUNE.timeout_s
+    #: The study, resumed when it exists; the data fingerprint is appended to it.
+    tuning_study: str = constants.TUNING_STUDY
 
     def train_config(self) -> TrainConfig:
         return TrainConfig(
@@ -84,6 +94,11 @@ class TrainingConfig(dg.Config):
 
     def policy(self) -> ThresholdPolicy:
         return ThresholdPolicy(self.threshold_policy, self.cost_missed_fraud, self.cost_false_alarm)
+
+    def tune_config(self) -> TuneConfig:
+        return TuneConfig(
+            n_trials=self.tuning_trials, timeout_s=self.tuning_timeout_s, seed=self.seed
+        )
 
 
 @dg.asset(
@@ -131,9 +146,12 @@ def fraud_model(
     transaction_splits: Splits,
     anomaly_scores: AnomalyFeatures,
     mlflow_tracking: MlflowTracking,
+    model_store: ModelStoreResource,
 ) -> dg.Output:
-    """XGBoost on the raw features and the anomaly score: three variants, the best one kept."""
+    """XGBoost on the raw features and the anomaly score: the best variant (optionally tuned)."""
     train_config = config.train_config()
+    # Built first, so a config without any budget fails before an MLflow run is opened.
+    tune_config = config.tune_config() if config.tuning else None
     policy = config.policy()
     raw = {name: as_arrays(part) for name, part in transaction_splits.items()}
     x = {
@@ -151,6 +169,16 @@ def fraud_model(
         },
     ) as run:
         run_id = run.info.run_id
+        tuning_metadata: dict[str, Any] = {}
+        if tune_config is not None:
+            # Trials scored on other data are not comparable: new data, new study.
+            study = f"{config.tuning_study}-{transaction_splits.fingerprint[:12]}"
+            storage = optuna_storage(model_store.models_dir)
+            tuned, tuning_metadata = run_study(
+                context, x, y, train_config, tune_config, storage, study
+            )
+            train_config = tuned.train_config(train_config)
+        # With tuning, these are the tuned values (reg_lambda, reg_alpha among them).
         mlflow.log_params(
             {
                 **train_config.as_params(),
@@ -241,6 +269,7 @@ def fraud_model(
             "mlflow_run_id": run_id,
             "mlflow_run": dg.MetadataValue.url(mlflow_tracking.run_url(run_id)),
             "model_uri": model_uri,
+            **tuning_metadata,
         },
     )
 
