@@ -70,6 +70,7 @@ TRAINING_ENV = (
     "FRAUD_REGISTERED_MODEL",
     "FRAUD_MLFLOW_UI_URL",
     "DAGSTER_POSTGRES_URL",
+    "FRAUD_PREDICTION_LOG_URL",
 )
 AIRFLOW_ENV = (
     "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN",
@@ -96,7 +97,15 @@ SERVICES: tuple[Service, ...] = (
     ),
     Service("airflow-scheduler", database="airflow", env=AIRFLOW_ENV),
     Service("airflow-dag-processor", database="airflow", env=AIRFLOW_ENV),
-    Service("api", "FRAUD_API_PORT", 8000, 8080, "/health", env=("FRAUD_MODELS_DIR",)),
+    Service(
+        "api",
+        "FRAUD_API_PORT",
+        8000,
+        8080,
+        "/health",
+        "predictions",
+        ("FRAUD_MODELS_DIR", "FRAUD_PREDICTION_LOG_URL"),
+    ),
 )
 BY_NAME = {s.name: s for s in SERVICES}
 #: Each of these must be healthy before the named service starts.
@@ -185,6 +194,8 @@ class Stack:
             DAGSTER_HOME=str(self.root / "dagster_home"),
             DAGSTER_POSTGRES_URL=self.database_url("dagster"),
             DAGSTER_WEBSERVER_URL=self.url("dagster-webserver"),
+            # The API logs every prediction there; training reads the labels, drift the inputs.
+            FRAUD_PREDICTION_LOG_URL=self.database_url("predictions"),
             # The MLflow server's job runner serves GenAI features; it would only compete with
             # training for the cores.
             MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false",

@@ -1,0 +1,1 @@
+"""Tests of the container setup: compose files, Dockerfiles, entrypoints (no Docker engine)."""
