@@ -41,7 +41,7 @@ api: install  ## only the API, on :8000
 	$(RUN) uvicorn api.main:app --host 127.0.0.1 --port $${FRAUD_API_PORT:-8000}
 
 materialize: dagster-home  ## materialize every asset (the first half of demo)
-	$(RUN) dagster asset materialize -m fraud_assets.definitions --select '*'
+	$(RUN) dagster asset materialize -m fraud_assets.definitions --select '*promoted_model'
 
 status: install  ## print what is in production
 	@$(RUN) fraud-models status

@@ -36,7 +36,7 @@ class Stage:
 
 VALIDATE = Stage(
     "validate_data",
-    ("raw_transactions", "transaction_splits"),
+    ("labelled_transactions", "raw_transactions", "transaction_splits"),
     "Load the new transactions and split them; the schema, null, label, range and "
     "minimum-fraud checks run with them and block the rest on failure.",
 )

@@ -7,7 +7,7 @@ from pathlib import Path
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from fraud_assets.settings import PROJECT_ROOT
+from fraud_assets.settings import DEFAULT_PREDICTION_LOG_URL, PROJECT_ROOT
 
 MAX_BATCH = 1_000
 
@@ -28,3 +28,24 @@ class Settings(BaseSettings):
     #: Request bodies above this size are refused with 413 before they are parsed.
     max_body_bytes: int = Field(2_000_000, ge=1_000, validation_alias="FRAUD_API_MAX_BODY_BYTES")
     explain_top: int = Field(5, ge=1, le=30, validation_alias="FRAUD_API_EXPLAIN_TOP")
+
+    # -- the prediction log (fraud_assets.prediction_log) ----------------------------------------
+    #: SQLAlchemy URL (`sqlite:///…`, `postgresql://…`); `off` or empty: predictions not logged.
+    prediction_log_url: str = Field(
+        DEFAULT_PREDICTION_LOG_URL, validation_alias="FRAUD_PREDICTION_LOG_URL"
+    )
+    #: Rows waiting to be written; beyond it new rows are dropped (and counted), never waited on.
+    prediction_log_queue_size: int = Field(
+        20_000, ge=1, validation_alias="FRAUD_PREDICTION_LOG_QUEUE_SIZE"
+    )
+    prediction_log_batch_size: int = Field(
+        500, ge=1, validation_alias="FRAUD_PREDICTION_LOG_BATCH_SIZE"
+    )
+    #: How often the log's writer wakes (sooner when a batch is full): the longest a row waits.
+    prediction_log_flush_interval_s: float = Field(
+        0.2, gt=0, validation_alias="FRAUD_PREDICTION_LOG_FLUSH_INTERVAL_S"
+    )
+    #: On shutdown, how long to keep trying to write what is queued (the database being down).
+    prediction_log_shutdown_timeout_s: float = Field(
+        10.0, ge=0, validation_alias="FRAUD_PREDICTION_LOG_SHUTDOWN_TIMEOUT_S"
+    )

@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
+import anyio.to_thread
 from fastapi import FastAPI, Request, status
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -16,9 +17,11 @@ from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.config import Settings
+from api.drift_metrics import DriftCollector
 from api.metrics import Metrics, MetricsMiddleware
-from api.routes import admin, health, predict
+from api.routes import admin, feedback, health, predict
 from api.serving import ModelHolder
+from fraud_assets.prediction_log import PredictionLog, make_engine, resolve_url
 
 log = logging.getLogger("fraud_api")
 
@@ -28,6 +31,8 @@ Scores card transactions with the model promoted by the fraud platform.
 `POST /predict` takes the 30 fields of the original contract (`Time`, `V1`…`V28`, `Amount`) and
 returns `fraud_probability`. A newly promoted model is picked up while serving, without dropping a
 request.
+
+Every prediction is logged under its `request_id`; `POST /feedback` takes the true label back.
 """
 
 
@@ -111,6 +116,28 @@ class BodySizeLimit:
         return counting_receive
 
 
+def open_prediction_log(settings: Settings) -> PredictionLog | None:
+    """The prediction log `settings` ask for, its writer started; None when it is off."""
+    url = resolve_url(settings.prediction_log_url)
+    if url is None:
+        log.info("prediction log off (FRAUD_PREDICTION_LOG_URL=%r)", settings.prediction_log_url)
+        return None
+    # A malformed URL stops the start-up (a configuration error); a database that is down does
+    # not: the log's writer keeps trying while the API serves.
+    try:
+        engine = make_engine(url)
+    except ValueError as exc:
+        raise ValueError(f"FRAUD_PREDICTION_LOG_URL: {exc}") from None
+    prediction_log = PredictionLog(
+        engine,
+        queue_size=settings.prediction_log_queue_size,
+        batch_size=settings.prediction_log_batch_size,
+        max_latency_s=settings.prediction_log_flush_interval_s,
+    )
+    log.info("logging predictions to %s", prediction_log.where)
+    return prediction_log
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
     metrics = Metrics()
@@ -118,6 +145,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        prediction_log = open_prediction_log(settings)
+        app.state.prediction_log = prediction_log
+        metrics.prediction_log.log = prediction_log
+        if prediction_log is not None:
+            # The drift reports live beside the predictions they judge.
+            drift = DriftCollector(lambda: prediction_log.engine)
+            metrics.registry.register(drift)
         result = holder.refresh()
         if result.version is None:
             log.warning("starting without a model: %s", holder.not_ready_reason())
@@ -131,6 +165,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             yield
         finally:
             holder.stop_watching()
+            if prediction_log is not None:
+                metrics.registry.unregister(drift)
+                # The server has stopped taking requests and finished those in flight: every
+                # prediction is queued by now, and closing writes them all.
+                await anyio.to_thread.run_sync(
+                    prediction_log.close, settings.prediction_log_shutdown_timeout_s
+                )
+                app.state.prediction_log = None
 
     app = FastAPI(
         title="Fraud detection API",
@@ -141,9 +183,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.metrics = metrics
     app.state.holder = holder
+    app.state.prediction_log = None
     app.add_exception_handler(RequestValidationError, _validation_handler)
     app.include_router(health.router)
     app.include_router(predict.router)
+    app.include_router(feedback.router)
     app.include_router(admin.router)
     app.add_middleware(BodySizeLimit, limit=settings.max_body_bytes)
     app.add_middleware(MetricsMiddleware, metrics=metrics)

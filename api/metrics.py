@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from typing import Any
 
 from prometheus_client import (
@@ -13,7 +14,11 @@ from prometheus_client import (
     Histogram,
     generate_latest,
 )
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from fraud_assets.prediction_log import DROP_REASONS, LABELS, PredictionLog
 
 LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.003, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
 SCORE_BUCKETS = (0.001, 0.01, 0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 0.9, 0.99, 1.0)
@@ -59,6 +64,16 @@ class Metrics:
             ["result"],
             registry=self.registry,
         )
+        self.feedback = Counter(
+            "fraud_api_feedback_total",
+            "Labels stored by POST /feedback (a repeat of the same label is not counted again)",
+            ["label"],
+            registry=self.registry,
+        )
+        for label in LABELS:
+            self.feedback.labels(label=label)
+        self.prediction_log = PredictionLogCollector()
+        self.registry.register(self.prediction_log)
 
     def model_loaded(self, version: str, previous: str | None) -> None:
         if previous is not None:
@@ -80,6 +95,38 @@ class Metrics:
 
     def render(self) -> tuple[bytes, str]:
         return generate_latest(self.registry), CONTENT_TYPE_LATEST
+
+
+class PredictionLogCollector(Collector):
+    """The prediction log's counters, read when scraped (the log itself knows no Prometheus)."""
+
+    def __init__(self) -> None:
+        self.log: PredictionLog | None = None  # set in the app's lifespan; None: logging off
+
+    def collect(self) -> Iterator[Metric]:
+        stats = self.log.stats() if self.log is not None else None
+        written = CounterMetricFamily(
+            "fraud_api_prediction_log_written", "Predictions written to the prediction log"
+        )
+        written.add_metric([], stats.written if stats else 0)
+        dropped = CounterMetricFamily(
+            "fraud_api_prediction_log_dropped",
+            "Predictions not logged, by reason: queue_full (the database is slower than the "
+            "traffic), duplicate_id (a reused X-Request-ID), write_failed, closed",
+            labels=["reason"],
+        )
+        for reason in DROP_REASONS:
+            dropped.add_metric([reason], stats.dropped[reason] if stats else 0)
+        depth = GaugeMetricFamily(
+            "fraud_api_prediction_log_queue_depth", "Predictions waiting to be written"
+        )
+        depth.add_metric([], stats.queued if stats else 0)
+        errors = CounterMetricFamily(
+            "fraud_api_prediction_log_write_errors",
+            "Failed attempts to write a batch (retried until the shutdown deadline)",
+        )
+        errors.add_metric([], stats.write_errors if stats else 0)
+        yield from (written, dropped, depth, errors)
 
 
 class MetricsMiddleware:

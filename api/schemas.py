@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any
+from datetime import datetime
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
+from fraud_assets.prediction_log import REQUEST_ID_LENGTH
 from fraud_assets.schema import FEATURE_COLUMNS, SCHEMA
 
 EXAMPLE: dict[str, float] = {
@@ -51,7 +53,14 @@ class Explanation(BaseModel):
     toward_legit: list[Contribution]
 
 
+REQUEST_ID_DESCRIPTION = (
+    "The id this prediction is logged under (also the X-Request-ID response header); "
+    "send it to POST /feedback with the true label"
+)
+
+
 class Prediction(BaseModel):
+    request_id: str = Field(description=REQUEST_ID_DESCRIPTION)
     fraud_probability: float = Field(description="Probability that the transaction is fraud")
     is_fraud: bool
     threshold: float
@@ -62,6 +71,7 @@ class Prediction(BaseModel):
         json_schema_extra={
             "examples": [
                 {
+                    "request_id": "3f9a0c2e6b8d4e51a7c0d9b2e4f61a38",
                     "fraud_probability": 0.0123,
                     "is_fraud": False,
                     "threshold": 0.697,
@@ -73,12 +83,14 @@ class Prediction(BaseModel):
 
 
 class BatchItem(BaseModel):
+    request_id: str = Field(description="`<the batch's request_id>-<position>`, for /feedback")
     fraud_probability: float
     is_fraud: bool
     explanation: Explanation | None = None
 
 
 class BatchPrediction(BaseModel):
+    request_id: str = Field(description="The batch's id (X-Request-ID); items add `-<position>`")
     model_version: str
     threshold: float
     count: int
@@ -97,6 +109,43 @@ class ModelInfo(BaseModel):
     features: list[str]
     metrics: dict[str, float] = Field(default_factory=dict)
     created_at: str | None = None
+
+
+class FeedbackIn(BaseModel):
+    """The true label of a scored transaction, once it is known (a chargeback, a confirmation)."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "request_id": "3f9a0c2e6b8d4e51a7c0d9b2e4f61a38",
+                    "label": "fraud",
+                    "source": "chargeback",
+                }
+            ]
+        },
+    )
+
+    request_id: str = Field(
+        min_length=1,
+        max_length=REQUEST_ID_LENGTH,
+        description="The `request_id` that /predict or /predict/batch answered with",
+    )
+    label: Literal["fraud", "legit"]
+    source: str | None = Field(
+        None, max_length=200, description="Who or what says so: `chargeback`, `analyst:ana`"
+    )
+    comment: str | None = Field(None, max_length=2_000)
+
+
+class FeedbackStored(BaseModel):
+    request_id: str
+    label: Literal["fraud", "legit"]
+    labelled_at: datetime
+    source: str | None = None
+    comment: str | None = None
+    created: bool = Field(description="False when the same label was already stored")
 
 
 class Problem(BaseModel):

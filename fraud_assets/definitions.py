@@ -4,17 +4,25 @@ import dagster as dg
 
 from fraud_assets.defs.assets.data import raw_transactions, transaction_splits
 from fraud_assets.defs.assets.model import anomaly_scores, evaluation_report, fraud_model
+from fraud_assets.defs.assets.monitoring import (
+    check_prediction_drift,
+    labelled_transactions,
+    prediction_drift,
+)
 from fraud_assets.defs.assets.promotion import promoted_model
 from fraud_assets.defs.checks import (
     check_evaluation_report_quality_floor,
     check_transaction_splits_min_frauds,
     raw_transactions_checks,
 )
-from fraud_assets.defs.jobs import weekly_retrain_job
+from fraud_assets.defs.jobs import drift_job, weekly_retrain_job
 from fraud_assets.defs.resources import default_resources
-from fraud_assets.defs.schedules import weekly_retrain_schedule
+from fraud_assets.defs.schedules import drift_schedule, weekly_retrain_schedule
+from fraud_assets.defs.sensors import drift_retrain_sensor
 
+#: The training graph (weekly_retrain_job), from the labels sent back to the promoted model.
 ASSETS = [
+    labelled_transactions,
     raw_transactions,
     transaction_splits,
     anomaly_scores,
@@ -27,12 +35,16 @@ CHECKS = [
     check_transaction_splits_min_frauds,
     check_evaluation_report_quality_floor,
 ]
+#: Watching the served model (drift_job).
+MONITORING_ASSETS = [prediction_drift]
+MONITORING_CHECKS = [check_prediction_drift]
 
 defs = dg.Definitions(
-    assets=ASSETS,
-    asset_checks=CHECKS,
-    jobs=[weekly_retrain_job],
-    schedules=[weekly_retrain_schedule],
+    assets=[*ASSETS, *MONITORING_ASSETS],
+    asset_checks=[*CHECKS, *MONITORING_CHECKS],
+    jobs=[weekly_retrain_job, drift_job],
+    schedules=[weekly_retrain_schedule, drift_schedule],
+    sensors=[drift_retrain_sensor],
     resources=default_resources(),
     # Steps run one after another in the run's process: no per-step interpreter start-up, and the
     # training steps never fight over the cores (see OMP_WAIT_POLICY in fraud_assets/__init__.py).

@@ -21,7 +21,9 @@ import argparse
 import json
 import os
 import secrets
+import shutil
 import signal
+import string
 import subprocess
 import sys
 import time
@@ -60,6 +62,8 @@ class Service:
     database: str | None = None
     #: Platform variables it reads; the compose file must give each of them to the container.
     env: tuple[str, ...] = ()
+    #: Started only where its program is installed (`make stack` says so when it is not).
+    optional: bool = False
 
 
 TRAINING_ENV = (
@@ -106,6 +110,9 @@ SERVICES: tuple[Service, ...] = (
         "predictions",
         ("FRAUD_MODELS_DIR", "FRAUD_PREDICTION_LOG_URL"),
     ),
+    # Scrapes the API and evaluates monitoring/prometheus/alerts.yml; not a Python package, so
+    # only where a `prometheus` binary is installed (Debian: apt-get install prometheus).
+    Service("prometheus", "PROMETHEUS_PORT", 9090, 9090, "/-/ready", optional=True),
 )
 BY_NAME = {s.name: s for s in SERVICES}
 #: Each of these must be healthy before the named service starts.
@@ -275,8 +282,37 @@ class Stack:
                 "--no-access-log",
             ],
         }
+        if name == "prometheus":
+            folder = self.root / "prometheus"
+            return [
+                prometheus_binary() or "prometheus",
+                f"--config.file={folder / 'prometheus.yml'}",
+                f"--storage.tsdb.path={folder / 'data'}",
+                f"--web.listen-address={host}:{port}",
+            ]
         argv = commands[name]
         return [str(BIN / argv[0]), *argv[1:]]
+
+    def render_prometheus_config(self) -> Path:
+        """monitoring/prometheus's local template, aimed at this stack's API."""
+        folder = self.root / "prometheus"
+        folder.mkdir(parents=True, exist_ok=True)
+        template = REPO / "monitoring" / "prometheus" / "prometheus.local.yml.template"
+        text = string.Template(template.read_text()).substitute(
+            FRAUD_API_TARGET=f"{self.host}:{self.ports['api']}",
+            FRAUD_ALERT_RULES=str(REPO / "monitoring" / "prometheus" / "alerts.yml"),
+        )
+        path = folder / "prometheus.yml"
+        path.write_text(text)
+        return path
+
+
+def prometheus_binary() -> str | None:
+    return os.environ.get("PROMETHEUS_BIN") or shutil.which("prometheus")
+
+
+def installed(service: Service) -> bool:
+    return not service.optional or (service.name == "prometheus" and bool(prometheus_binary()))
 
 
 # --- processes -----------------------------------------------------------------------------------
@@ -519,7 +555,19 @@ def wait_until(
 
 def up(stack: Stack, names: list[str] | None = None, timeout_s: float = START_TIMEOUT_S) -> None:
     """Start every service (or `names`) that is not running, and wait until each is healthy."""
-    wanted = [s.name for s in SERVICES if names is None or s.name in names]
+    wanted = []
+    for service in SERVICES:
+        if names is not None and service.name not in names:
+            continue
+        if installed(service):
+            wanted.append(service.name)
+        else:
+            print(
+                f"not started {service.name}: no `{service.name}` program here (Debian/Ubuntu: "
+                f"apt-get install {service.name}, or set PROMETHEUS_BIN); docker compose runs it"
+            )
+    if "prometheus" in wanted:
+        stack.render_prometheus_config()
     created = create_databases(stack)
     if created:
         print(f"created databases: {', '.join(created)}")
@@ -614,6 +662,8 @@ def print_urls(stack: Stack) -> None:
         ),
         ("Fraud API", stack.url("api") + "/docs", f"models {stack.root / 'models'}"),
     ]
+    if "prometheus" in stack.pids:
+        rows.append(("Prometheus", stack.url("prometheus"), "alerts: /alerts, scraping the API"))
     print()
     for label, url, note in rows:
         print(f"  {label:10} {url:40} {note}")
@@ -625,6 +675,9 @@ def print_status(stack: Stack) -> bool:
     all_ok = True
     for service in SERVICES:
         pid = stack.pids.get(service.name)
+        if not installed(service):
+            print(f"  {service.name:22} {'-':8} {'':28} not installed (optional)")
+            continue
         if not alive(pid):
             ok, why = False, "not running"
         else:

@@ -21,6 +21,8 @@ from fraud_assets.defs.resources import (
     DataSource,
     MlflowTracking,
     ModelStoreResource,
+    Notifier,
+    PredictionLogResource,
     PromotionRules,
 )
 from fraud_assets.features import AnomalyScorer, base_features, model_features
@@ -59,6 +61,7 @@ def _isolated_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "dagster_home"))
     monkeypatch.setenv("FRAUD_SYNTHETIC_ROWS", str(SMALL_ROWS))
     monkeypatch.setenv("FRAUD_SYNTHETIC_FRAUD_RATE", str(SMALL_FRAUD_RATE))
+    monkeypatch.setenv("FRAUD_PREDICTION_LOG_URL", f"sqlite:///{tmp_path / 'predictions.db'}")
     (tmp_path / "dagster_home").mkdir()
 
 
@@ -70,9 +73,14 @@ def make_resources(
     fraud_rate: float = SMALL_FRAUD_RATE,
     seed: int = 42,
     promotion_rules: PromotionRules | None = None,
+    prediction_log_url: str | None = None,
 ) -> dict[str, Any]:
     """Resources for `dg.materialize`, all state under `tmp_path`."""
     return {
+        "prediction_log": PredictionLogResource(
+            url=prediction_log_url or f"sqlite:///{tmp_path / 'predictions.db'}"
+        ),
+        "notifier": Notifier(),
         "data_source": DataSource(
             data_dir=str(tmp_path / "raw"),
             synthetic_rows=rows,

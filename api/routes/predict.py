@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import re
+import uuid
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import numpy as np
-from fastapi import APIRouter, Body, HTTPException, Query, Request, status
+from fastapi import APIRouter, Body, Header, HTTPException, Query, Request, Response, status
 from fastapi.exceptions import RequestValidationError
 from pydantic import Field, TypeAdapter, ValidationError
 
@@ -20,6 +23,7 @@ from api.schemas import (
 )
 from api.serving import Served
 from fraud_assets.features import MODEL_FEATURES
+from fraud_assets.prediction_log import PredictionLog, PredictionRow
 from fraud_assets.schema import FEATURE_COLUMNS
 
 router = APIRouter(tags=["scoring"])
@@ -27,6 +31,22 @@ router = APIRouter(tags=["scoring"])
 ExplainFlag = Annotated[
     bool, Query(description="Add the features that pushed the score up and down (XGBoost SHAP)")
 ]
+RequestIdHeader = Annotated[
+    str | None,
+    Header(
+        alias="X-Request-ID",
+        description="Your id for this request, kept when it is 1-64 letters, digits or `._:-` "
+        "(else one is made); the prediction is logged under it",
+    ),
+]
+#: A client's id is kept only when it is this plain: it becomes a primary key and a log field.
+_CLIENT_REQUEST_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,63}")
+
+
+def _request_id(given: str | None, response: Response) -> str:
+    request_id = given if given and _CLIENT_REQUEST_ID.fullmatch(given) else uuid.uuid4().hex
+    response.headers["X-Request-ID"] = request_id
+    return request_id
 
 
 def _served(request: Request) -> Served:
@@ -76,16 +96,39 @@ def _contribution(i: int, row: np.ndarray, values: np.ndarray) -> Contribution:
 )
 async def predict(
     request: Request,
+    response: Response,
     transaction: Annotated[Transaction, Body(examples=[EXAMPLE])],
     explain: ExplainFlag = False,
+    x_request_id: RequestIdHeader = None,
 ) -> Prediction:
-    """Score one transaction: `fraud_probability` and the decision at the model's threshold."""
+    """Score one transaction: `fraud_probability` and the decision at the model's threshold.
+
+    The prediction is logged under `request_id`, which `POST /feedback` takes with the true label.
+    """
     served = _served(request)
+    request_id = _request_id(x_request_id, response)
     raw = _matrix([transaction])
     probability = float(served.model.predict_proba(raw)[0])
     is_fraud = probability >= served.model.threshold
     request.app.state.metrics.observe_scores([probability], [is_fraud])
+    prediction_log: PredictionLog | None = request.app.state.prediction_log
+    if prediction_log is not None:
+        # Only a tuple onto a queue here; the database work happens on the log's own thread.
+        prediction_log.record(
+            [
+                PredictionRow(
+                    request_id,
+                    datetime.now(UTC),
+                    served.version,
+                    served.model.threshold,
+                    raw[0],
+                    probability,
+                    is_fraud,
+                )
+            ]
+        )
     return Prediction(
+        request_id=request_id,
         fraud_probability=probability,
         is_fraud=is_fraud,
         threshold=served.model.threshold,
@@ -127,10 +170,16 @@ _BATCH_BODY = {
         503: {"description": "No model loaded yet"},
     },
 )
-async def predict_batch(request: Request, explain: ExplainFlag = False) -> BatchPrediction:
+async def predict_batch(
+    request: Request,
+    response: Response,
+    explain: ExplainFlag = False,
+    x_request_id: RequestIdHeader = None,
+) -> BatchPrediction:
     """Score up to `FRAUD_API_MAX_BATCH` (default 1,000) transactions; results in input order.
 
-    The body is a JSON list of the objects `/predict` takes.
+    The body is a JSON list of the objects `/predict` takes. Item `i` is logged under
+    `<request_id>-<i>`, its own `request_id` in the answer.
     """
     try:
         transactions = _BATCH.validate_json(await request.body())
@@ -145,22 +194,34 @@ async def predict_batch(request: Request, explain: ExplainFlag = False) -> Batch
             f"batch of {len(transactions)} transactions is over the limit of {limit}",
         )
     served = _served(request)
+    batch_id = _request_id(x_request_id, response)
+    item_ids = [f"{batch_id}-{i}" for i in range(len(transactions))]
     raw = _matrix(transactions)
     probabilities = served.model.predict_proba(raw).tolist()
     threshold = served.model.threshold
     decisions = [p >= threshold for p in probabilities]
     request.app.state.metrics.observe_scores(probabilities, decisions)
+    prediction_log: PredictionLog | None = request.app.state.prediction_log
+    if prediction_log is not None:
+        now = datetime.now(UTC)
+        prediction_log.record(
+            [
+                PredictionRow(item_id, now, served.version, threshold, row, p, d)
+                for item_id, row, p, d in zip(item_ids, raw, probabilities, decisions, strict=True)
+            ]
+        )
     explanations: list[Explanation | None] = (
         list(_explanations(served, raw, request.app.state.settings.explain_top))
         if explain
         else [None] * len(probabilities)
     )
     return BatchPrediction(
+        request_id=batch_id,
         model_version=served.version,
         threshold=threshold,
         count=len(probabilities),
         results=[
-            BatchItem(fraud_probability=p, is_fraud=d, explanation=e)
-            for p, d, e in zip(probabilities, decisions, explanations, strict=True)
+            BatchItem(request_id=i, fraud_probability=p, is_fraud=d, explanation=e)
+            for i, p, d, e in zip(item_ids, probabilities, decisions, explanations, strict=True)
         ],
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from fraud_assets.drift import DriftThresholds
 from fraud_assets.evaluate import ThresholdPolicy
 from fraud_assets.promote import PromotionPolicy
 from fraud_assets.train import TrainConfig
@@ -34,3 +35,12 @@ MODEL_PIP_REQUIREMENTS = [
 
 WEEKLY_CRON = "0 2 * * 0"
 SCHEDULE_TIMEZONE = "UTC"
+
+#: Drift: PSI warn 0.1 / fail 0.25 (the usual industry thresholds), at least 500 predictions.
+DRIFT = DriftThresholds()
+#: Predictions of the last week against a sample of the training split.
+DRIFT_WINDOW_HOURS = 24.0 * 7
+DRIFT_MAX_ROWS = 50_000
+DRIFT_REFERENCE_ROWS = 50_000
+#: The drift check runs daily; stopped by default like every schedule here.
+DRIFT_CRON = "0 6 * * *"

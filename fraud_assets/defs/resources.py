@@ -11,7 +11,7 @@ passes the MLflow run id explicitly from `fraud_model` to the assets after it.
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import dagster as dg
 import mlflow
@@ -22,6 +22,11 @@ from fraud_assets.data import LoadedData, load_transactions
 from fraud_assets.defs import constants
 from fraud_assets.promote import PromotionPolicy
 from fraud_assets.store import ModelStore
+
+if TYPE_CHECKING:
+    import sqlalchemy as sa
+
+    from fraud_assets.drift import DriftReport
 
 
 class DataSource(dg.ConfigurableResource):
@@ -140,6 +145,59 @@ class MlflowTracking(dg.ConfigurableResource):
             mlflow_client.set_tag(run_id, key, str(value)[:5000])
 
 
+class PredictionLogResource(dg.ConfigurableResource):
+    """The API's prediction log: labelled rows for training, recent predictions for drift."""
+
+    #: A SQLAlchemy URL (sqlite:///FILE or postgresql://); None or "off": no log.
+    url: str | None = None
+
+    def engine(self) -> "sa.Engine | None":
+        from fraud_assets.prediction_log.tables import make_engine, resolve_url
+
+        url = resolve_url(self.url)
+        return make_engine(url) if url else None
+
+    def where(self) -> str:
+        """The URL without its password, for metadata."""
+        import sqlalchemy as sa
+
+        url = self.url or "off"
+        return url if url == "off" else sa.make_url(url).render_as_string(hide_password=True)
+
+
+class Notifier(dg.ConfigurableResource):
+    """Slack and e-mail, the same channels (FRAUD_SLACK_*, FRAUD_SMTP_*) as the weekly retrain."""
+
+    def drift_alert(self, report: "DriftReport", run_id: str) -> None:
+        from airflow_bridge import notify
+        from airflow_bridge.message import Message
+
+        settings = notify.NotifySettings()
+        worst = report.table[report.table["status"] != "ok"].head(8)
+        lines = [
+            f"Drift {report.status.upper()}: {report.current_rows} recent predictions against "
+            f"{report.reference_rows} training rows (Dagster run {run_id}).",
+            "",
+            *(
+                f"- {r['feature']}: PSI {r['psi']:.3f}, KS {r['ks_statistic']:.3f} ({r['status']})"
+                for _, r in worst.iterrows()
+            ),
+        ]
+        if report.status == "fail":
+            lines += ["", "The drift sensor, when switched on, launches weekly_retrain_job."]
+        message = Message(
+            subject=f"[fraud] prediction drift {report.status}: "
+            + ", ".join(report.worst_features[:5]),
+            text="\n".join(lines),
+            decision=f"drift {report.status}",
+            succeeded=report.status != "fail",
+            links={},
+        )
+        notify.deliver(
+            message, notify.slack_from_settings(settings), notify.smtp_from_settings(settings)
+        )
+
+
 def default_resources() -> dict[str, Any]:
     """Resources from the environment (see `.env.example`), with the embedded defaults."""
     from fraud_assets.settings import PlatformSettings
@@ -154,6 +212,8 @@ def default_resources() -> dict[str, Any]:
         ),
         "model_store": ModelStoreResource(models_dir=str(settings.models_dir)),
         "promotion_rules": PromotionRules(),
+        "prediction_log": PredictionLogResource(url=settings.prediction_log_url),
+        "notifier": Notifier(),
         "mlflow_tracking": MlflowTracking(
             tracking_uri=settings.mlflow_tracking_uri,
             experiment_name=settings.mlflow_experiment,

@@ -1,9 +1,9 @@
-"""Schedules: Sundays at 02:00, stopped by default because Airflow's `weekly_retrain` owns it."""
+"""Schedules (stopped by default): the weekly retrain, which Airflow owns, and the daily drift."""
 
 import dagster as dg
 
 from fraud_assets.defs import constants
-from fraud_assets.defs.jobs import weekly_retrain_job
+from fraud_assets.defs.jobs import drift_job, weekly_retrain_job
 
 weekly_retrain_schedule = dg.ScheduleDefinition(
     name="weekly_retrain_schedule",
@@ -12,4 +12,13 @@ weekly_retrain_schedule = dg.ScheduleDefinition(
     execution_timezone=constants.SCHEDULE_TIMEZONE,
     default_status=dg.DefaultScheduleStatus.STOPPED,
     description="Start this only where Airflow does not trigger the retrain.",
+)
+
+drift_schedule = dg.ScheduleDefinition(
+    name="drift_schedule",
+    job=drift_job,
+    cron_schedule=constants.DRIFT_CRON,
+    execution_timezone=constants.SCHEDULE_TIMEZONE,
+    default_status=dg.DefaultScheduleStatus.STOPPED,
+    description="Daily drift of the served inputs; start it once the API takes traffic.",
 )

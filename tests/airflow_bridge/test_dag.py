@@ -227,7 +227,7 @@ def test_promoted_run_launches_each_stage_once_and_notifies(dag_runs: dict[str, 
     # each sensor poked at least twice (the first poke saw the run queued and rescheduled).
     launches = run["launches"]
     assert [launch["assets"] for launch in launches] == [
-        ["raw_transactions", "transaction_splits"],
+        ["labelled_transactions", "raw_transactions", "transaction_splits"],
         ["anomaly_scores", "fraud_model"],
         ["evaluation_report"],
         ["promoted_model"],

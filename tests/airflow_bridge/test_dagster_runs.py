@@ -13,6 +13,7 @@ from tests.airflow_bridge.conftest import JOB, DagsterServer, client_for
 pytestmark = pytest.mark.slow
 
 ASSETS = {
+    "labelled_transactions",
     "raw_transactions",
     "transaction_splits",
     "anomaly_scores",

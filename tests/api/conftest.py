@@ -95,6 +95,8 @@ def make_settings(models_dir: Path, **overrides: Any) -> Settings:
         "FRAUD_API_MAX_BATCH": MAX_BATCH,
         "FRAUD_API_MAX_BODY_BYTES": MAX_BODY_BYTES,
         "FRAUD_API_EXPLAIN_TOP": 30,
+        # Beside the model store, so that every app of a test shares one log in its own tmp dir.
+        "FRAUD_PREDICTION_LOG_URL": f"sqlite:///{models_dir.parent / 'predictions.db'}",
     }
     values.update(overrides)
     return Settings(_env_file=None, **values)  # type: ignore[call-arg]

@@ -90,6 +90,7 @@ def live_server(
     env = {k: v for k, v in os.environ.items() if not k.startswith(("FRAUD_", "MLFLOW_"))}
     env["FRAUD_MODELS_DIR"] = str(store.root)
     env["FRAUD_API_RELOAD_INTERVAL_S"] = str(INTERVAL_S)
+    env["FRAUD_PREDICTION_LOG_URL"] = f"sqlite:///{root / 'predictions.db'}"
     log = root / "uvicorn.log"
     command = [sys.executable, "-m", "uvicorn", "api.main:app"]
     command += ["--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"]

@@ -39,7 +39,13 @@ def test_predict_returns_the_bundles_probability_and_decision(
         response = client.post("/predict", json=record)
         assert response.status_code == 200, response.text
         body = response.json()
-        assert set(body) == {"fraud_probability", "is_fraud", "threshold", "model_version"}
+        assert set(body) == {
+            "request_id",
+            "fraud_probability",
+            "is_fraud",
+            "threshold",
+            "model_version",
+        }
         assert body["fraud_probability"] == pytest.approx(
             served_model.predict_record(record), abs=1e-9
         )

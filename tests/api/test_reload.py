@@ -115,6 +115,8 @@ def test_a_corrupt_new_bundle_is_refused_and_the_old_one_keeps_serving(
     assert str(release) in detail
 
     after = client.post("/predict", json=PROBE).json()
+    # The same answer; only the request id is new (each request gets its own).
+    assert after.pop("request_id") != before.pop("request_id")
     assert after == before
     assert after["model_version"] == V1
     batch = client.post("/predict/batch", json=[PROBE]).json()

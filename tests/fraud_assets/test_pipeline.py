@@ -43,7 +43,8 @@ def checks(result: dg.ExecuteInProcessResult) -> dict[str, Any]:
 def test_definitions_wire_the_graph() -> None:
     graph = defs.resolve_asset_graph()
     keys = {k.to_user_string() for k in graph.get_all_asset_keys()}
-    assert keys == {
+    training = {
+        "labelled_transactions",
         "raw_transactions",
         "transaction_splits",
         "anomaly_scores",
@@ -51,10 +52,21 @@ def test_definitions_wire_the_graph() -> None:
         "evaluation_report",
         "promoted_model",
     }
+    assert keys == training | {"prediction_drift"}
     parents = {k.to_user_string() for k in graph.get(dg.AssetKey("promoted_model")).parent_keys}
     assert parents == {"fraud_model", "evaluation_report", "transaction_splits"}
+    raw_parents = graph.get(dg.AssetKey("raw_transactions")).parent_keys
+    assert {k.to_user_string() for k in raw_parents} == {"labelled_transactions"}
+    # The weekly retrain trains; watching drift is a job of its own.
     job = defs.resolve_job_def("weekly_retrain_job")
-    assert {k.to_user_string() for k in job.asset_layer.selected_asset_keys} == keys
+    assert {k.to_user_string() for k in job.asset_layer.selected_asset_keys} == training
+    drift = defs.resolve_job_def("drift_job")
+    assert {k.to_user_string() for k in drift.asset_layer.selected_asset_keys} == {
+        "prediction_drift"
+    }
+    sensor = defs.resolve_sensor_def("drift_retrain_sensor")
+    assert sensor.default_status == dg.DefaultSensorStatus.STOPPED
+    assert sensor.job_name == "weekly_retrain_job"
     schedule = defs.resolve_schedule_def("weekly_retrain_schedule")
     assert schedule.cron_schedule == "0 2 * * 0"
     assert schedule.default_status == dg.DefaultScheduleStatus.STOPPED
@@ -66,6 +78,8 @@ def test_definitions_wire_the_graph() -> None:
         "check_raw_transactions_ranges": True,
         "check_transaction_splits_min_frauds": True,
         "check_evaluation_report_quality_floor": True,
+        # Drift warns or fails, but nothing downstream waits for it.
+        "check_prediction_drift": False,
     }
 
 
@@ -234,7 +248,8 @@ def test_a_real_file_in_the_data_dir_replaces_the_synthetic_set(tmp_path: Path) 
     (tmp_path / "raw").mkdir()
     (tmp_path / "raw" / "creditcard.csv").write_text("\n".join(lines) + "\n")
 
-    selection = [a for a in ASSETS if a.key.path[0] in {"raw_transactions", "transaction_splits"}]
+    ingestion = {"labelled_transactions", "raw_transactions", "transaction_splits"}
+    selection = [a for a in ASSETS if a.key.path[0] in ingestion]
     result = dg.materialize(
         [*selection, *CHECKS[:2]], resources=make_resources(tmp_path), raise_on_error=False
     )

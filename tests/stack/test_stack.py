@@ -39,7 +39,7 @@ pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[2]
 DAG_ID = "weekly_retrain"
 STAGES = {
-    "validate_data": {"raw_transactions", "transaction_splits"},
+    "validate_data": {"labelled_transactions", "raw_transactions", "transaction_splits"},
     "train": {"anomaly_scores", "fraud_model"},
     "evaluate_and_compare": {"evaluation_report"},
     "deploy_if_better": {"promoted_model"},
@@ -97,6 +97,7 @@ def running(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running]:
             DAGSTER_PORT=str(free_port()),
             AIRFLOW_PORT=str(free_port()),
             FRAUD_API_PORT=str(free_port()),
+            PROMETHEUS_PORT=str(free_port()),
             FRAUD_DATA_DIR=str(root / "raw"),
             FRAUD_SYNTHETIC_ROWS=str(SMALL_ROWS),
             FRAUD_SYNTHETIC_FRAUD_RATE=str(SMALL_FRAUD_RATE),
@@ -187,6 +188,11 @@ def test_stack_up_prints_every_url_and_each_service_is_healthy(running: Running)
     for name in ("mlflow", "dagster-webserver", "airflow-apiserver", "api"):
         assert running.url(name) in printed, (name, printed)
     assert "login airflow/airflow" in printed
+    # Prometheus where it is installed; where it is not, `make stack` says so.
+    if stack_cli.prometheus_binary():
+        assert running.url("prometheus") in printed
+    else:
+        assert "not started prometheus" in printed
 
     status = running.cli("status")
     assert status.returncode == 0, status.stdout + status.stderr
@@ -257,6 +263,18 @@ def test_weekly_retrain_through_airflow_promotes_and_the_api_serves_it(running: 
     assert 0.0 <= answer["fraud_probability"] <= 1.0
     assert answer["model_version"] == served["model_version"]
     assert running.state.pids["api"] == api_pid and stack_cli.alive(api_pid)
+
+    # Prometheus (where installed) scrapes the API it was pointed at.
+    if "prometheus" in running.state.pids:
+        query = f"{running.url('prometheus')}/api/v1/query"
+        deadline = time.monotonic() + 60
+        result: list[Any] = []
+        while time.monotonic() < deadline and not result:
+            answer = httpx.get(query, params={"query": "fraud_api_predictions_total"}, timeout=10)
+            result = answer.json()["data"]["result"]
+            time.sleep(2)
+        assert result, running.logs("prometheus")
+        assert result[0]["metric"]["job"] == "fraud-api"
 
     # Slack and e-mail: one message each, with the decision, the AP and every stage's run.
     assert len(running.slack.bodies) == 1, running.slack.bodies

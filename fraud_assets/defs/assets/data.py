@@ -23,13 +23,22 @@ class SplitConfig(dg.Config):
     owners=[constants.OWNER],
     tags={"stage": "validate"},
 )
-def raw_transactions(context: dg.AssetExecutionContext, data_source: DataSource) -> dg.Output:
-    """Card transactions from the data directory, or a synthetic set when it holds no file."""
+def raw_transactions(
+    context: dg.AssetExecutionContext,
+    data_source: DataSource,
+    labelled_transactions: pd.DataFrame,
+) -> dg.Output:
+    """Card transactions from the data directory (or synthetic), plus the labels sent back."""
     try:
         loaded = data_source.load()
     except DataError as exc:
         raise dg.Failure(description=str(exc), metadata={"data_dir": data_source.data_dir}) from exc
     frame = loaded.frame
+    if len(labelled_transactions):
+        # The checks below judge these rows like the file's: a bad label cannot slip in.
+        frame = pd.concat([frame, labelled_transactions[list(frame.columns)]], ignore_index=True)
+        frame.attrs = loaded.frame.attrs
+        context.log.info(f"added {len(labelled_transactions):,} labelled predictions")
     labels = pd.to_numeric(frame[LABEL], errors="coerce") if LABEL in frame else None
     times = pd.to_numeric(frame[TIME], errors="coerce") if TIME in frame else None
     context.log.info(f"loaded {len(frame):,} rows ({loaded.source}) from {data_source.data_dir}")
@@ -41,6 +50,10 @@ def raw_transactions(context: dg.AssetExecutionContext, data_source: DataSource)
         "files": dg.MetadataValue.json(loaded.files),
         "data_dir": data_source.data_dir,
         "dagster/row_count": len(frame),
+        "feedback_rows": len(labelled_transactions),
+        "feedback_frauds": int((labelled_transactions[LABEL] == 1).sum())
+        if len(labelled_transactions)
+        else 0,
     }
     if labels is not None and len(frame):
         metadata["frauds"] = int((labels == 1).sum())

@@ -1,0 +1,245 @@
+"""Closing the loop: labels sent back to the API become training rows; drift of served inputs."""
+
+import tempfile
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+import numpy as np
+import pandas as pd
+
+from fraud_assets import drift
+from fraud_assets.data import Splits
+from fraud_assets.defs import constants
+from fraud_assets.defs.assets._metadata import image, table
+from fraud_assets.defs.resources import ModelStoreResource, Notifier, PredictionLogResource
+from fraud_assets.plots import drift_histograms
+from fraud_assets.prediction_log import PROVENANCE_COLUMNS, labelled_rows, recent_predictions
+from fraud_assets.prediction_log.reports import save_report
+from fraud_assets.schema import COLUMNS, FEATURE_COLUMNS, LABEL, TIME
+from fraud_assets.store import ModelStore
+
+
+@dg.asset(
+    group_name="ingestion",
+    kinds={"pandas", "sql"},
+    owners=[constants.OWNER],
+    tags={"stage": "validate"},
+)
+def labelled_transactions(
+    context: dg.AssetExecutionContext, prediction_log: PredictionLogResource
+) -> dg.Output:
+    """Predictions the team labelled (POST /feedback), as training rows for the next retrain."""
+    engine = prediction_log.engine()
+    if engine is None:
+        context.log.info("the prediction log is off (FRAUD_PREDICTION_LOG_URL): no labels")
+        frame = pd.DataFrame({name: pd.Series(dtype="float64") for name in COLUMNS})
+        return dg.Output(frame, metadata={"rows": 0, "prediction_log": "off"})
+    labelled = labelled_rows(engine)
+    frame = labelled[list(COLUMNS)].reset_index(drop=True)
+    metadata: dict[str, Any] = {
+        "rows": len(frame),
+        "frauds": int((frame[LABEL] == 1).sum()),
+        "legit": int((frame[LABEL] == 0).sum()),
+        "prediction_log": prediction_log.where(),
+        "dagster/row_count": len(frame),
+    }
+    if len(labelled):
+        metadata["labelled_from"] = str(labelled["labelled_at"].min())
+        metadata["labelled_to"] = str(labelled["labelled_at"].max())
+        by_version = labelled.groupby("model_version")[LABEL].agg(["count", "sum"])
+        metadata["by_model_version"] = dg.MetadataValue.json(
+            {
+                str(v): {"rows": int(r["count"]), "frauds": int(r["sum"])}
+                for v, r in by_version.iterrows()
+            }
+        )
+        sources = labelled["label_source"].fillna("(none)").value_counts()
+        metadata["by_source"] = dg.MetadataValue.json({str(k): int(v) for k, v in sources.items()})
+        newest = labelled.tail(10)
+        metadata["newest_labels"] = table(
+            {
+                str(r["request_id"]): {
+                    "label": "fraud" if r[LABEL] == 1 else "legit",
+                    **{k: str(r[k]) for k in PROVENANCE_COLUMNS if k != "request_id"},
+                }
+                for _, r in newest.iterrows()
+            },
+            "request_id",
+        )
+    return dg.Output(frame, metadata=metadata)
+
+
+class DriftConfig(dg.Config):
+    #: Predictions made within this many hours are compared with the training data.
+    window_hours: float = constants.DRIFT_WINDOW_HOURS
+    #: At most this many of the newest predictions in the window.
+    max_rows: int = constants.DRIFT_MAX_ROWS
+    #: Fewer predictions than this: no figures, the check says so.
+    min_rows: int = constants.DRIFT.min_rows
+    psi_warn: float = constants.DRIFT.psi_warn
+    psi_fail: float = constants.DRIFT.psi_fail
+    ks_warn: float = constants.DRIFT.ks_warn
+    #: Training rows sampled as the reference (the whole split is not needed for deciles).
+    reference_rows: int = constants.DRIFT_REFERENCE_ROWS
+
+    def thresholds(self) -> drift.DriftThresholds:
+        return drift.DriftThresholds(
+            psi_warn=self.psi_warn,
+            psi_fail=self.psi_fail,
+            ks_warn=self.ks_warn,
+            min_rows=self.min_rows,
+        )
+
+
+def _reference(splits: Splits, store: ModelStore, rows: int, seed: int) -> tuple[pd.DataFrame, Any]:
+    """The data set the model was built from, scored by the production model (if there is one).
+
+    All three splits, not the training split alone: it covers whole days, so the hour of day is
+    compared like with like (the time-ordered training split ends part-way through a day).
+    """
+    train = pd.concat([splits.train, splits.validation, splits.test], ignore_index=True)
+    if len(train) > rows:
+        train = train.sample(n=rows, random_state=seed)
+    frame = train[list(FEATURE_COLUMNS)].reset_index(drop=True)
+    model = store.load_production(verify=False)
+    if model is not None:
+        frame[drift.SCORE] = model.predict_proba(frame.to_numpy(np.float64))
+    return frame, model
+
+
+@dg.asset(
+    group_name="monitoring",
+    kinds={"pandas", "scipy"},
+    owners=[constants.OWNER],
+    tags={"stage": "monitor"},
+)
+def prediction_drift(
+    context: dg.AssetExecutionContext,
+    config: DriftConfig,
+    transaction_splits: Splits,
+    model_store: ModelStoreResource,
+    prediction_log: PredictionLogResource,
+    notifier: Notifier,
+) -> dg.Output:
+    """How far the API's recent inputs and scores have moved from the training data (PSI, KS)."""
+    engine = prediction_log.engine()
+    if engine is None:
+        raise dg.Failure(description="the prediction log is off (FRAUD_PREDICTION_LOG_URL=off)")
+    since = datetime.now(UTC) - timedelta(hours=config.window_hours)
+    recent = recent_predictions(engine, limit=config.max_rows, since=since)
+    reference, model = _reference(
+        transaction_splits, model_store.store(), config.reference_rows, constants.SEED
+    )
+    current = recent[[*FEATURE_COLUMNS, drift.SCORE]]
+    if drift.SCORE not in reference:
+        current = current.drop(columns=drift.SCORE)
+    # The hour of day only compares over whole days; a shorter window differs by construction.
+    span_s = float(current[TIME].max() - current[TIME].min()) if len(current) else 0.0
+    columns = None if span_s >= 86_400 else [c for c in drift.INPUT_COLUMNS if c != drift.HOUR]
+    if columns is not None and drift.SCORE in reference:
+        columns.append(drift.SCORE)
+    base: dict[str, Any] = {
+        "window_hours": config.window_hours,
+        "current_rows": len(current),
+        "reference_rows": len(reference),
+        "production_version": model.version if model is not None else None,
+        "prediction_log": prediction_log.where(),
+    }
+    try:
+        report = drift.compare(
+            reference,
+            current,
+            config.thresholds(),
+            threshold=model.threshold if model is not None else None,
+            columns=columns,
+        )
+    except drift.InsufficientData as exc:
+        context.log.warning(f"drift not computed: {exc}")
+        save_report(
+            engine, "insufficient_data", len(reference), len(current), {"message": str(exc)}
+        )
+        return dg.Output(
+            {"status": "insufficient_data", "message": str(exc), "worst_features": []},
+            metadata={**base, "status": "insufficient_data", "message": str(exc)},
+        )
+
+    features = {
+        row["feature"]: {
+            "psi": float(row["psi"]),
+            "ks_statistic": float(row["ks_statistic"]),
+            "status": row["status"],
+        }
+        for _, row in report.table.iterrows()
+    }
+    details = {
+        "features": features,
+        "score_psi": report.score.psi if report.score else None,
+        "worst_features": list(report.worst_features),
+    }
+    save_report(engine, report.status, report.reference_rows, report.current_rows, details)
+    with tempfile.TemporaryDirectory() as tmp:
+        plot = image(
+            drift_histograms(
+                drift.comparable(reference),
+                drift.comparable(current),
+                report.worst(6),
+                Path(tmp) / "drift.png",
+            ),
+            "Reference vs recent: the worst features",
+        )
+    summary: dict[str, Any] = {
+        "status": report.status,
+        "worst_features": list(report.worst_features),
+        "features": features,
+        "score_psi": details["score_psi"],
+    }
+    if report.status != "ok":
+        notifier.drift_alert(report, context.run_id)
+    metadata = {
+        **base,
+        "status": report.status,
+        "worst_features": ", ".join(report.worst_features) or "none",
+        "max_psi": float(report.table["psi"].max()),
+        "table": table(
+            {
+                row["feature"]: {
+                    "status": row["status"],
+                    "psi": round(float(row["psi"]), 4),
+                    "ks_statistic": round(float(row["ks_statistic"]), 4),
+                    "ks_pvalue": float(f"{row['ks_pvalue']:.3g}"),
+                }
+                for _, row in report.table.iterrows()
+            },
+            "feature",
+        ),
+        "plot_worst_features": plot,
+    }
+    if report.score is not None:
+        metadata["score_psi"] = report.score.psi
+        metadata["score_mean_change"] = report.score.mean_change
+    return dg.Output(summary, metadata=metadata)
+
+
+@dg.asset_check(asset=prediction_drift, blocking=False)
+def check_prediction_drift(prediction_drift: dict[str, Any]) -> dg.AssetCheckResult:
+    """Warns above the PSI warn threshold, fails above the fail threshold; names the features."""
+    status = prediction_drift["status"]
+    worst = prediction_drift.get("worst_features") or []
+    if status == "insufficient_data":
+        return dg.AssetCheckResult(
+            passed=False,
+            severity=dg.AssetCheckSeverity.WARN,
+            description=f"drift not computed: {prediction_drift['message']}",
+        )
+    features = prediction_drift.get("features", {})
+    named = ", ".join(f"{f} (PSI {features[f]['psi']:.3f})" for f in worst[:8])
+    if status == "ok":
+        return dg.AssetCheckResult(passed=True, description="no feature drifted")
+    return dg.AssetCheckResult(
+        passed=False,
+        severity=dg.AssetCheckSeverity.ERROR if status == "fail" else dg.AssetCheckSeverity.WARN,
+        description=f"drift {status}: {named}",
+        metadata={"worst_features": ", ".join(worst)},
+    )
