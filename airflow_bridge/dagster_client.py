@@ -113,6 +113,11 @@ def _retryable(exc: BaseException, repeatable: bool) -> bool:
     return repeatable and isinstance(exc, httpx.TransportError)
 
 
+#: A queued-run daemon whose last heartbeat is older than this is taken for stopped (it beats
+#: every 30 s).
+STALE_HEARTBEAT_S = 75.0
+
+
 class DagsterClient:
     """A Dagster webserver's GraphQL API, for one code location's jobs."""
 
@@ -264,9 +269,17 @@ class DagsterClient:
         raise _run_error(result, run_id)
 
     def daemon_healthy(self) -> bool:
-        """Whether the daemon that launches queued runs has sent a heartbeat lately."""
-        health = self._execute(q.QUEUE_DAEMON, {})["instance"]["daemonHealth"]
-        return bool(health["daemonStatus"]["healthy"])
+        """Whether the daemon that launches queued runs has sent a heartbeat lately.
+
+        Not Dagster's own `healthy` alone: it tolerates a heartbeat 30 minutes old, so a daemon
+        stopped a minute ago still reads healthy. The daemon beats every 30 s; older than
+        `STALE_HEARTBEAT_S` means it is gone.
+        """
+        status = self._execute(q.QUEUE_DAEMON, {})["instance"]["daemonHealth"]["daemonStatus"]
+        last = status.get("lastHeartbeatTime")
+        if not status["healthy"] or last is None:
+            return False
+        return time.time() - float(last) < STALE_HEARTBEAT_S
 
     def wait(
         self,

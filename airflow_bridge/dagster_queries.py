@@ -54,7 +54,9 @@ mutation TerminateRun($runId: String!) {
 
 QUEUE_DAEMON = """
 query QueueDaemon {
-  instance { daemonHealth { daemonStatus(daemonType: "QUEUED_RUN_COORDINATOR") { healthy } } }
+  instance { daemonHealth { daemonStatus(daemonType: "QUEUED_RUN_COORDINATOR") {
+    healthy lastHeartbeatTime
+  } } }
 }"""
 
 EVENTS = (

@@ -476,7 +476,10 @@ def health(stack: Stack, name: str) -> tuple[bool, str]:
 
 _LOCATION = """{ workspaceOrError { ... on Workspace { locationEntries { name loadStatus
   locationOrLoadError { __typename ... on PythonError { message } } } } } }"""
-_DAEMONS = """{ instance { daemonHealth { allDaemonStatuses { daemonType healthy required } } } }"""
+_DAEMONS = """{ instance { daemonHealth { allDaemonStatuses {
+  daemonType healthy required lastHeartbeatTime } } } }"""
+#: Dagster calls a daemon healthy for 30 minutes after its last heartbeat; it beats every 30 s.
+STALE_HEARTBEAT_S = 75.0
 
 
 def _graphql(stack: Stack, query: str) -> dict[str, Any] | None:
@@ -507,7 +510,17 @@ def _dagster_daemon_healthy(stack: Stack) -> tuple[bool, str]:
     if not data:
         return False, "webserver not answering"
     statuses = data["instance"]["daemonHealth"]["allDaemonStatuses"]
-    sick = [s["daemonType"] for s in statuses if s["required"] and not s["healthy"]]
+    now = time.time()
+    sick = [
+        s["daemonType"]
+        for s in statuses
+        if s["required"]
+        and not (
+            s["healthy"]
+            and s["lastHeartbeatTime"] is not None
+            and now - float(s["lastHeartbeatTime"]) < STALE_HEARTBEAT_S
+        )
+    ]
     return (not sick, "ok" if not sick else "no heartbeat from " + ", ".join(sick))
 
 

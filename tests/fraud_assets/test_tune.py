@@ -23,6 +23,7 @@ from fraud_assets.defs.assets.model import (
     anomaly_scores,
     fraud_model,
 )
+from fraud_assets.defs.assets.monitoring import labelled_transactions
 from fraud_assets.features import AnomalyScorer, base_features, model_features
 from fraud_assets.train import TrainConfig, train
 from fraud_assets.tune import VARIANT_PARAM, TuneConfig, TuneResult, tune
@@ -261,7 +262,7 @@ def test_the_training_asset_tunes_and_logs_each_trial(
         tuning_study="asset-test",
     )
     result = dg.materialize(
-        [raw_transactions, transaction_splits, anomaly_scores, fraud_model],
+        [labelled_transactions, raw_transactions, transaction_splits, anomaly_scores, fraud_model],
         resources=resources,
         run_config=dg.RunConfig(
             ops={"anomaly_scores": AnomalyConfig(n_estimators=20), "fraud_model": training}

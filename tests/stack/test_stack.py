@@ -45,8 +45,9 @@ STAGES = {
     "deploy_if_better": {"promoted_model"},
 }
 TASKS = [*STAGES, "notify"]
-#: A queued Dagster run fails its Airflow stage after this long (the daemon-stopped fault).
-QUEUED_TIMEOUT_S = 45
+#: A queued Dagster run fails its Airflow stage after this long (the daemon-stopped fault); more
+#: than the 75 s after which the client takes a silent daemon for stopped.
+QUEUED_TIMEOUT_S = 90
 #: Four Dagster runs (each a run worker importing the code location), small data, pokes.
 RETRAIN_TIMEOUT_S = 480
 
@@ -298,29 +299,26 @@ def test_mlflow_server_down_fails_training_fast_and_the_api_keeps_serving(
     before = api_model(running)
     stopped = running.cli("stop", "mlflow")
     assert stopped.returncode == 0, stopped.stderr
-    try:
-        dagster = DagsterClient(running.url("dagster-webserver"), retries=2, backoff_s=0.5)
-        started = time.monotonic()
-        run_id = dagster.launch_run(
-            "weekly_retrain_job", asset_selection=["anomaly_scores", "fraud_model"]
-        )
-        state = dagster.wait(run_id, poll_s=1, timeout_s=240, queued_timeout_s=60)
-        elapsed = time.monotonic() - started
-        assert state.status == "FAILURE", state
-        report = dagster.report(run_id)
-        assert report.failure is not None
-        assert f"MLflow tracking server {running.url('mlflow')} is unreachable" in report.failure
-        assert "fraud_model" not in report.materializations
-        # A run worker starting up, then a refused connection: not MLflow's minutes of retries.
-        assert elapsed < 180, elapsed
+    # The server stays down: the last test needs no MLflow, and the teardown stops everything.
+    dagster = DagsterClient(running.url("dagster-webserver"), retries=2, backoff_s=0.5)
+    started = time.monotonic()
+    run_id = dagster.launch_run(
+        "weekly_retrain_job", asset_selection=["anomaly_scores", "fraud_model"]
+    )
+    state = dagster.wait(run_id, poll_s=1, timeout_s=240, queued_timeout_s=60)
+    elapsed = time.monotonic() - started
+    assert state.status == "FAILURE", state
+    report = dagster.report(run_id)
+    assert report.failure is not None
+    assert f"MLflow tracking server {running.url('mlflow')} is unreachable" in report.failure
+    assert "fraud_model" not in report.materializations
+    # A run worker starting up, then a refused connection: not MLflow's minutes of retries.
+    assert elapsed < 180, elapsed
 
-        # The API never depended on the server: same model, still answering.
-        assert api_model(running)["model_version"] == before["model_version"]
-        assert predict(running)["model_version"] == before["model_version"]
-        assert httpx.get(f"{running.url('api')}/ready", timeout=10).status_code == 200
-    finally:
-        restarted = running.cli("start", "mlflow")
-        assert restarted.returncode == 0, restarted.stdout + restarted.stderr
+    # The API never depended on the server: same model, still answering.
+    assert api_model(running)["model_version"] == before["model_version"]
+    assert predict(running)["model_version"] == before["model_version"]
+    assert httpx.get(f"{running.url('api')}/ready", timeout=10).status_code == 200
 
 
 def test_dagster_daemon_down_the_airflow_task_reports_the_queued_run(running: Running) -> None:
@@ -342,3 +340,6 @@ def test_dagster_daemon_down_the_airflow_task_reports_the_queued_run(running: Ru
     assert f"Dagster run {queued.run_id} stayed QUEUED" in text, text
     assert "Dagster daemon is probably not running" in text, text
     dagster.terminate(queued.run_id)
+    status = running.cli("status")
+    assert status.returncode == 1
+    assert "dagster-daemon" in status.stdout and "not running" in status.stdout
