@@ -103,11 +103,12 @@ def running(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running]:
             FRAUD_SYNTHETIC_ROWS=str(SMALL_ROWS),
             FRAUD_SYNTHETIC_FRAUD_RATE=str(SMALL_FRAUD_RATE),
             FRAUD_API_RELOAD_INTERVAL_S="1",
-            # A poke follows its run for up to a minute, so most stages end within one poke. The
+            # A poke follows its run for up to 100 s, so most stages (and the queued-run timeout)
+            # end within one poke. The
             # interval stays at 15 s: Airflow 3.2.2 fails a reschedule-mode sensor whose next
             # poke starts before the executor has reported the previous one (apache/airflow
             # #71172), which a 2 s interval provokes.
-            FRAUD_AIRFLOW_POKE_WAIT_S="60",
+            FRAUD_AIRFLOW_POKE_WAIT_S="100",
             FRAUD_AIRFLOW_POKE_INTERVAL_S="15",
             FRAUD_AIRFLOW_QUEUED_TIMEOUT_S=str(QUEUED_TIMEOUT_S),
             FRAUD_AIRFLOW_RETRIES="0",
