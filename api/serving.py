@@ -88,7 +88,10 @@ class ModelHolder:
         name, _, alias = uri.removeprefix("models:/").partition("@")
         if not alias:
             return uri
-        client = MlflowClient(self.settings.mlflow_tracking_uri)
+        # The registry is the tracking server's: MLflow would otherwise take a registry URI set
+        # process-wide (`mlflow.set_registry_uri`) or MLFLOW_REGISTRY_URI over this setting.
+        tracking_uri = self.settings.mlflow_tracking_uri
+        client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
         version = client.get_model_version_by_alias(name, alias)
         return f"models:/{name}/{version.version}"
 
@@ -99,6 +102,7 @@ class ModelHolder:
 
         if self.settings.mlflow_tracking_uri:
             mlflow.set_tracking_uri(self.settings.mlflow_tracking_uri)
+            mlflow.set_registry_uri(self.settings.mlflow_tracking_uri)
         with tempfile.TemporaryDirectory() as tmp:
             local = Path(mlflow.artifacts.download_artifacts(artifact_uri=source, dst_path=tmp))
             return load_bundle(local / "artifacts" / "bundle", verify=True)

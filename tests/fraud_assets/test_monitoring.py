@@ -30,6 +30,7 @@ from fraud_assets.prediction_log.tables import PredictionRow, make_engine
 from fraud_assets.schema import FEATURE_COLUMNS
 from fraud_assets.store import ModelStore
 from fraud_assets.synthetic import generate
+from tests.airflow_bridge._airflow_env import webhook_receiver
 from tests.conftest import SMALL_FRAUD_RATE, SMALL_ROWS, make_resources
 from tests.fraud_assets.test_bad_inputs import snapshot
 
@@ -137,10 +138,15 @@ def served_traffic(rows: int = 3_000, seed: int = 77) -> pd.DataFrame:
     return generate(n_rows=rows, fraud_rate=SMALL_FRAUD_RATE, seed=seed)
 
 
-def test_unchanged_traffic_raises_no_drift_alarm(tmp_path: Path, production: Any) -> None:
+def test_unchanged_traffic_raises_no_drift_alarm(
+    tmp_path: Path, production: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
     url = f"sqlite:///{tmp_path / 'predictions.db'}"
     log_predictions(url, served_traffic(), production, "same")
-    result = drift_run(tmp_path, url)
+    with webhook_receiver() as slack:
+        monkeypatch.setenv("FRAUD_SLACK_WEBHOOK_URL", slack.url)
+        result = drift_run(tmp_path, url)
+    assert slack.bodies == []  # no drift, no alert
     assert result.success
     check = drift_check(result)
     assert check.passed, check.description
@@ -152,7 +158,7 @@ def test_unchanged_traffic_raises_no_drift_alarm(tmp_path: Path, production: Any
 
 
 def test_shifted_traffic_fails_the_check_naming_the_features(
-    tmp_path: Path, production: Any
+    tmp_path: Path, production: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     url = f"sqlite:///{tmp_path / 'predictions.db'}"
     shifted = served_traffic()
@@ -160,7 +166,13 @@ def test_shifted_traffic_fails_the_check_naming_the_features(
     shifted["V4"] += 2
     log_predictions(url, shifted, production, "shift")
     before = snapshot(tmp_path / "models")
-    result = drift_run(tmp_path, url)
+    with webhook_receiver() as slack:
+        # The weekly retrain's notifier and settings carry the drift alert.
+        monkeypatch.setenv("FRAUD_SLACK_WEBHOOK_URL", slack.url)
+        result = drift_run(tmp_path, url)
+    (alert,) = slack.bodies
+    assert alert["text"].startswith("*[fraud] prediction drift fail:")
+    assert "- V4: PSI" in alert["text"] and "- Amount: PSI" in alert["text"]
 
     check = drift_check(result)
     assert not check.passed
