@@ -38,6 +38,9 @@ import httpx
 import psycopg2
 from psycopg2 import sql
 
+# Dagster calls a daemon healthy for 30 minutes after its last heartbeat: the client's limit too.
+from airflow_bridge.dagster_client import STALE_HEARTBEAT_S
+
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 DAG_ID = "weekly_retrain"
@@ -478,8 +481,6 @@ _LOCATION = """{ workspaceOrError { ... on Workspace { locationEntries { name lo
   locationOrLoadError { __typename ... on PythonError { message } } } } } }"""
 _DAEMONS = """{ instance { daemonHealth { allDaemonStatuses {
   daemonType healthy required lastHeartbeatTime } } } }"""
-#: Dagster calls a daemon healthy for 30 minutes after its last heartbeat; it beats every 30 s.
-STALE_HEARTBEAT_S = 75.0
 
 
 def _graphql(stack: Stack, query: str) -> dict[str, Any] | None:
