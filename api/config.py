@@ -7,7 +7,7 @@ from pathlib import Path
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from fraud_assets.settings import DEFAULT_PREDICTION_LOG_URL, PROJECT_ROOT
+from fraud_core.settings import DEFAULT_PREDICTION_LOG_URL, PROJECT_ROOT
 
 MAX_BATCH = 1_000
 
@@ -29,7 +29,7 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(2_000_000, ge=1_000, validation_alias="FRAUD_API_MAX_BODY_BYTES")
     explain_top: int = Field(5, ge=1, le=30, validation_alias="FRAUD_API_EXPLAIN_TOP")
 
-    # -- the prediction log (fraud_assets.prediction_log) ----------------------------------------
+    # -- the prediction log (fraud_core.prediction_log) ----------------------------------------
     #: SQLAlchemy URL (`sqlite:///…`, `postgresql://…`); `off` or empty: predictions not logged.
     prediction_log_url: str = Field(
         DEFAULT_PREDICTION_LOG_URL, validation_alias="FRAUD_PREDICTION_LOG_URL"

@@ -17,7 +17,7 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 from sqlalchemy.exc import SQLAlchemyError
 
-from fraud_assets.prediction_log.reports import STATUS_CODES, StoredReport, latest_report
+from fraud_core.prediction_log.reports import STATUS_CODES, StoredReport, latest_report
 
 log = logging.getLogger("fraud_api")
 

@@ -19,9 +19,10 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from api.config import Settings
 from api.drift_metrics import DriftCollector
 from api.metrics import Metrics, MetricsMiddleware
+from api.prediction_log import PredictionLog
 from api.routes import admin, feedback, health, predict
 from api.serving import ModelHolder
-from fraud_assets.prediction_log import PredictionLog, make_engine, resolve_url
+from fraud_core.prediction_log import make_engine, resolve_url
 
 log = logging.getLogger("fraud_api")
 

@@ -1,4 +1,4 @@
-"""Request and response models. The transaction fields come from `fraud_assets.schema`."""
+"""Request and response models. The transaction fields come from `fraud_core.schema`."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
-from fraud_assets.prediction_log import REQUEST_ID_LENGTH
-from fraud_assets.schema import FEATURE_COLUMNS, SCHEMA
+from fraud_core.prediction_log import REQUEST_ID_LENGTH
+from fraud_core.schema import FEATURE_COLUMNS, SCHEMA
 
 EXAMPLE: dict[str, float] = {
     "Time": 406.0,

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from api.config import Settings
 from api.metrics import Metrics
-from fraud_assets.bundle import BundleError, FraudModel, load_bundle
+from fraud_core.bundle import BundleError, FraudModel, load_bundle
 
 log = logging.getLogger("fraud_api.serving")
 

@@ -38,7 +38,7 @@ from fraud_assets.defs.resources import (  # noqa: E402
     ModelStoreResource,
     default_resources,
 )
-from fraud_assets.store import ModelStore  # noqa: E402
+from fraud_core.store import ModelStore  # noqa: E402
 
 _IMPORTS = time.perf_counter() - _T0
 

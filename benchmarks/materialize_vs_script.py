@@ -89,7 +89,7 @@ def default_fraud_rate(rows: int) -> float:
 def write_csv(rows: int, fraud_rate: float, path: Path) -> None:
     """The synthetic data set, as the CSV both sides read."""
     sys.path.insert(0, str(ROOT))
-    from fraud_assets import synthetic
+    from fraud_core import synthetic
 
     path.parent.mkdir(parents=True, exist_ok=True)
     synthetic.generate(n_rows=rows, fraud_rate=fraud_rate).to_csv(path, index=False)
@@ -98,7 +98,7 @@ def write_csv(rows: int, fraud_rate: float, path: Path) -> None:
 def child_env(pycache: Path | None) -> dict[str, str]:
     """The environment of every child process."""
     env = dict(os.environ)
-    # The platform sets this at import (fraud_assets/__init__.py); give the bare script the same
+    # The platform sets this at import (fraud_core/__init__.py); give the bare script the same
     # OpenMP behaviour so that the comparison measures the platform, not OpenMP spin-waiting.
     env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))

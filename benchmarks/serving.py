@@ -60,9 +60,9 @@ sys.path.insert(0, str(ROOT))
 
 from materialize_vs_script import default_fraud_rate  # noqa: E402
 
-from fraud_assets import synthetic  # noqa: E402
-from fraud_assets.bundle import BundleError, FraudModel, load_bundle  # noqa: E402
-from fraud_assets.schema import FEATURE_COLUMNS  # noqa: E402
+from fraud_core import synthetic  # noqa: E402
+from fraud_core.bundle import BundleError, FraudModel, load_bundle  # noqa: E402
+from fraud_core.schema import FEATURE_COLUMNS  # noqa: E402
 
 MIN_RATIO = 10.0
 #: The prediction log may cost at most this share of the API's throughput (--prediction-log).

@@ -1,9 +1,7 @@
-"""Credit-card fraud detection platform: pure ML modules and the Dagster code location."""
+"""The Dagster code location of the fraud platform: assets, checks, jobs, schedules, sensors.
 
-import os
+`fraud_assets.definitions` is the single entry point (`workspace.yaml`, `dagster asset
+materialize -m fraud_assets.definitions`). The ML work it orchestrates lives in `fraud_core`.
+"""
 
-# XGBoost and scikit-learn use OpenMP. With the default (active) wait policy, idle OpenMP threads
-# spin on the cores, and when another CPU-heavy process shares a small machine, training slowed
-# from 4 s to 85 s in our measurements. PASSIVE yields identical results. It must be set before
-# libgomp loads, which is why it lives at the package root.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+import fraud_core  # noqa: F401  (sets the OpenMP wait policy before XGBoost loads)

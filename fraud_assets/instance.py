@@ -11,7 +11,7 @@ import os
 import sys
 from pathlib import Path
 
-from fraud_assets.settings import PROJECT_ROOT
+from fraud_core.settings import PROJECT_ROOT
 
 LOCAL = """\
 # Written by `python -m fraud_assets.instance`: local SQLite storage under DAGSTER_HOME.

@@ -14,9 +14,6 @@ import psycopg2
 import pytest
 import xgboost as xgb
 
-from fraud_assets import synthetic
-from fraud_assets.bundle import FraudModel
-from fraud_assets.data import as_arrays
 from fraud_assets.defs.resources import (
     DataSource,
     MlflowTracking,
@@ -25,7 +22,10 @@ from fraud_assets.defs.resources import (
     PredictionLogResource,
     PromotionRules,
 )
-from fraud_assets.features import AnomalyScorer, base_features, model_features
+from fraud_core import synthetic
+from fraud_core.bundle import FraudModel
+from fraud_core.data import as_arrays
+from fraud_core.features import AnomalyScorer, base_features, model_features
 
 PG_HOST = os.environ.get("FRAUD_TEST_PG_HOST", "127.0.0.1")
 PG_PORT = int(os.environ.get("FRAUD_TEST_PG_PORT", "5432"))

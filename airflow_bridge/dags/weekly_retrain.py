@@ -58,7 +58,8 @@ from airflow.sdk import (
 from airflow.sdk.configuration import conf
 from airflow.sdk.exceptions import AirflowFailException, AirflowNotFoundException
 
-from airflow_bridge import config, message, notify, pipeline
+import fraud_notify as notify
+from airflow_bridge import config, connections, message, pipeline
 from airflow_bridge.dagster_client import DagsterClient, DagsterError
 
 SETTINGS = config.BridgeSettings()
@@ -171,7 +172,7 @@ def _slack() -> notify.SlackConfig | None:
     conn = _connection("slack_webhook_default")
     if conn is None:
         return None
-    return notify.slack_from_connection(
+    return connections.slack_from_connection(
         host=conn.host, password=conn.password, timeout_s=settings.notify_timeout_s
     )
 
@@ -183,7 +184,7 @@ def _smtp() -> notify.SmtpConfig | None:
     conn = _connection("smtp_default")
     if conn is None:
         return None
-    return notify.smtp_from_connection(
+    return connections.smtp_from_connection(
         host=conn.host,
         port=conn.port,
         login=conn.login,

@@ -8,11 +8,11 @@ from fastapi import APIRouter, HTTPException, Request, Response, status
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.concurrency import run_in_threadpool
 
+from api.prediction_log import PredictionLog
 from api.schemas import FeedbackIn, FeedbackStored
-from fraud_assets.prediction_log import (
+from fraud_core.prediction_log import (
     ConflictingLabel,
     Feedback,
-    PredictionLog,
     UnknownRequestId,
     add_feedback,
 )

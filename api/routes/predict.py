@@ -12,6 +12,7 @@ from fastapi import APIRouter, Body, Header, HTTPException, Query, Request, Resp
 from fastapi.exceptions import RequestValidationError
 from pydantic import Field, TypeAdapter, ValidationError
 
+from api.prediction_log import PredictionLog
 from api.schemas import (
     EXAMPLE,
     BatchItem,
@@ -22,9 +23,9 @@ from api.schemas import (
     Transaction,
 )
 from api.serving import Served
-from fraud_assets.features import MODEL_FEATURES
-from fraud_assets.prediction_log import PredictionLog, PredictionRow
-from fraud_assets.schema import FEATURE_COLUMNS
+from fraud_core.features import MODEL_FEATURES
+from fraud_core.prediction_log import PredictionRow
+from fraud_core.schema import FEATURE_COLUMNS
 
 router = APIRouter(tags=["scoring"])
 

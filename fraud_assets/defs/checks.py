@@ -5,12 +5,12 @@ from collections.abc import Iterable
 import dagster as dg
 import pandas as pd
 
-from fraud_assets import schema
-from fraud_assets.data import Splits
 from fraud_assets.defs import constants
 from fraud_assets.defs.assets.data import raw_transactions, transaction_splits
 from fraud_assets.defs.assets.model import EvaluationReport, evaluation_report
 from fraud_assets.defs.resources import PromotionRules
+from fraud_core import schema
+from fraud_core.data import Splits
 
 _RAW_CHECKS = {
     "check_raw_transactions_schema": (

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from fraud_assets.drift import DriftThresholds
-from fraud_assets.evaluate import ThresholdPolicy
-from fraud_assets.promote import PromotionPolicy
-from fraud_assets.train import TrainConfig
-from fraud_assets.tune import TuneConfig
+from fraud_core.drift import DriftThresholds
+from fraud_core.evaluate import ThresholdPolicy
+from fraud_core.promote import PromotionPolicy
+from fraud_core.train import TrainConfig
+from fraud_core.tune import TuneConfig
 
 OWNER = "team:fraud-ml"
 

@@ -17,16 +17,17 @@ import dagster as dg
 import mlflow
 from pydantic import Field
 
-from fraud_assets import tracking
-from fraud_assets.data import LoadedData, load_transactions
+import fraud_notify
 from fraud_assets.defs import constants
-from fraud_assets.promote import PromotionPolicy
-from fraud_assets.store import ModelStore
+from fraud_core import tracking
+from fraud_core.data import LoadedData, load_transactions
+from fraud_core.promote import PromotionPolicy
+from fraud_core.store import ModelStore
 
 if TYPE_CHECKING:
     import sqlalchemy as sa
 
-    from fraud_assets.drift import DriftReport
+    from fraud_core.drift import DriftReport
 
 
 class DataSource(dg.ConfigurableResource):
@@ -152,7 +153,7 @@ class PredictionLogResource(dg.ConfigurableResource):
     url: str | None = None
 
     def engine(self) -> "sa.Engine | None":
-        from fraud_assets.prediction_log.tables import make_engine, resolve_url
+        from fraud_core.prediction_log.tables import make_engine, resolve_url
 
         url = resolve_url(self.url)
         return make_engine(url) if url else None
@@ -169,10 +170,7 @@ class Notifier(dg.ConfigurableResource):
     """Slack and e-mail, the same channels (FRAUD_SLACK_*, FRAUD_SMTP_*) as the weekly retrain."""
 
     def drift_alert(self, report: "DriftReport", run_id: str) -> None:
-        from airflow_bridge import notify
-        from airflow_bridge.message import Message
-
-        settings = notify.NotifySettings()
+        settings = fraud_notify.NotifySettings()
         worst = report.table[report.table["status"] != "ok"].head(8)
         lines = [
             f"Drift {report.status.upper()}: {report.current_rows} recent predictions against "
@@ -185,22 +183,21 @@ class Notifier(dg.ConfigurableResource):
         ]
         if report.status == "fail":
             lines += ["", "The drift sensor, when switched on, launches weekly_retrain_job."]
-        message = Message(
+        message = fraud_notify.Notification(
             subject=f"[fraud] prediction drift {report.status}: "
             + ", ".join(report.worst_features[:5]),
             text="\n".join(lines),
-            decision=f"drift {report.status}",
-            succeeded=report.status != "fail",
-            links={},
         )
-        notify.deliver(
-            message, notify.slack_from_settings(settings), notify.smtp_from_settings(settings)
+        fraud_notify.deliver(
+            message,
+            fraud_notify.slack_from_settings(settings),
+            fraud_notify.smtp_from_settings(settings),
         )
 
 
 def default_resources() -> dict[str, Any]:
     """Resources from the environment (see `.env.example`), with the embedded defaults."""
-    from fraud_assets.settings import PlatformSettings
+    from fraud_core.settings import PlatformSettings
 
     settings = PlatformSettings()
     return {

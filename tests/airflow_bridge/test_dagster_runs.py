@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from airflow_bridge.dagster_client import IDEMPOTENCY_TAG, DagsterClient, DagsterError, RunState
-from fraud_assets import synthetic
+from fraud_core import synthetic
 from tests.airflow_bridge.conftest import JOB, DagsterServer, client_for
 
 pytestmark = pytest.mark.slow

@@ -6,8 +6,9 @@ import logging
 
 import pytest
 
-from airflow_bridge import message, notify
-from airflow_bridge.notify import NotifySettings, SlackConfig, SmtpConfig
+import fraud_notify as notify
+from airflow_bridge import connections, message
+from fraud_notify import NotifySettings, SlackConfig, SmtpConfig
 from tests.airflow_bridge._airflow_env import (
     FakeDagster,
     build,
@@ -62,7 +63,7 @@ def test_slack_and_email_carry_the_decision_and_metrics(promoted: message.Messag
 def test_unconfigured_channels_are_skipped_with_a_log_line(
     promoted: message.Message, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.INFO, logger="airflow_bridge.notify")
+    caplog.set_level(logging.INFO, logger="fraud_notify.channels")
     results = notify.deliver(promoted, None, None)
     assert [(r.channel, r.status) for r in results] == [
         ("slack", "skipped"),
@@ -144,29 +145,29 @@ def test_nothing_configured_means_no_channel(monkeypatch: pytest.MonkeyPatch) ->
 
 def test_slack_from_the_airflow_connection() -> None:
     hooks = "https://hooks.slack.com/services"
-    assert notify.slack_from_connection(host=None, password="T0/B0/X0") == SlackConfig(
+    assert connections.slack_from_connection(host=None, password="T0/B0/X0") == SlackConfig(
         f"{hooks}/T0/B0/X0"
     )
-    assert notify.slack_from_connection(
+    assert connections.slack_from_connection(
         host="chat.example.com/hooks", password="T0/B0/X0"
     ) == SlackConfig("https://chat.example.com/hooks/T0/B0/X0")
-    assert notify.slack_from_connection(host=None, password=f"{hooks}/T/B/X") == SlackConfig(
+    assert connections.slack_from_connection(host=None, password=f"{hooks}/T/B/X") == SlackConfig(
         f"{hooks}/T/B/X"
     )
-    assert notify.slack_from_connection(host="hooks.slack.com", password=None) is None
+    assert connections.slack_from_connection(host="hooks.slack.com", password=None) is None
 
 
 def test_smtp_from_the_airflow_connection(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("FRAUD_SMTP_TO", "team@fraud.test")
     settings = NotifySettings()
     # As the SMTP provider reads smtp_default: TLS from the start unless disabled.
-    secure = notify.smtp_from_connection(
+    secure = connections.smtp_from_connection(
         host="smtp.fraud.test", port=None, login="u", password="p", extra={}, settings=settings
     )
     assert secure is not None
     assert (secure.port, secure.use_ssl, secure.starttls) == (465, True, False)
     assert secure.recipients == ("team@fraud.test",)
-    plain = notify.smtp_from_connection(
+    plain = connections.smtp_from_connection(
         host="smtp.fraud.test",
         port=2525,
         login=None,
@@ -178,7 +179,7 @@ def test_smtp_from_the_airflow_connection(monkeypatch: pytest.MonkeyPatch) -> No
     assert (plain.port, plain.use_ssl, plain.starttls, plain.user) == (2525, False, False, None)
     assert (plain.sender, plain.recipients) == ("af@x", ("o@x",))
     assert (
-        notify.smtp_from_connection(
+        connections.smtp_from_connection(
             host=None, port=None, login=None, password=None, extra={}, settings=settings
         )
         is None

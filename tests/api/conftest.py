@@ -15,11 +15,11 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from api.config import Settings
 from api.main import create_app
-from fraud_assets import synthetic
-from fraud_assets.bundle import CLASSIFIER, MANIFEST, FraudModel
-from fraud_assets.data import as_arrays
-from fraud_assets.schema import FEATURE_COLUMNS
-from fraud_assets.store import ModelStore
+from fraud_core import synthetic
+from fraud_core.bundle import CLASSIFIER, MANIFEST, FraudModel
+from fraud_core.data import as_arrays
+from fraud_core.schema import FEATURE_COLUMNS
+from fraud_core.store import ModelStore
 
 MakeModel = Callable[..., FraudModel]
 #: Parsed Prometheus samples: (sample name, labels) -> value.

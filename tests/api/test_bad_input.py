@@ -10,7 +10,7 @@ from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from fraud_assets.schema import FEATURE_COLUMNS
+from fraud_core.schema import FEATURE_COLUMNS
 from tests.api.conftest import transaction
 
 # Finite values beyond float32 overflow in the anomaly feature's float32 cast: expected here.

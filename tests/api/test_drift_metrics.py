@@ -7,9 +7,9 @@ from pathlib import Path
 from fastapi.testclient import TestClient
 
 from api.main import create_app
-from fraud_assets.prediction_log import make_engine
-from fraud_assets.prediction_log.reports import save_report
-from fraud_assets.store import ModelStore
+from fraud_core.prediction_log import make_engine
+from fraud_core.prediction_log.reports import save_report
+from fraud_core.store import ModelStore
 from tests.api.conftest import has_metric, make_settings, metric, scrape
 
 DETAILS = {

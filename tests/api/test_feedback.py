@@ -12,10 +12,10 @@ import sqlalchemy as sa
 from fastapi.testclient import TestClient
 
 from api.main import create_app
-from fraud_assets.bundle import FraudModel
-from fraud_assets.prediction_log import feedback, labelled_rows, make_engine
-from fraud_assets.schema import COLUMNS, FEATURE_COLUMNS, LABEL
-from fraud_assets.store import ModelStore
+from fraud_core.bundle import FraudModel
+from fraud_core.prediction_log import feedback, labelled_rows, make_engine
+from fraud_core.schema import COLUMNS, FEATURE_COLUMNS, LABEL
+from fraud_core.store import ModelStore
 from tests.api.conftest import make_settings, metric, scrape
 
 pytestmark = pytest.mark.filterwarnings("ignore:overflow encountered in cast:RuntimeWarning")

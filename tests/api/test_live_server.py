@@ -19,8 +19,8 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from fraud_assets.bundle import CLASSIFIER
-from fraud_assets.store import ModelStore
+from fraud_core.bundle import CLASSIFIER
+from fraud_core.store import ModelStore
 from tests.api.conftest import MakeModel, flip_byte, manifest, publish, transaction
 from tests.conftest import free_port
 from tests.processes import running, tail

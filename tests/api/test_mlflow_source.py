@@ -9,8 +9,8 @@ import pytest
 from fastapi.testclient import TestClient
 
 from api.main import create_app
-from fraud_assets import tracking
-from fraud_assets.synthetic import generate
+from fraud_core import tracking
+from fraud_core.synthetic import generate
 from tests.api.conftest import AUTH, MakeModel, make_settings, manifest
 
 NAME = "fraud-detector"

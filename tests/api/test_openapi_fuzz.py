@@ -11,7 +11,7 @@ from fastapi import FastAPI
 from hypothesis import HealthCheck, settings
 
 from api.main import create_app
-from fraud_assets.store import ModelStore
+from fraud_core.store import ModelStore
 from tests.api.conftest import AUTH, V1, MakeModel, make_settings, publish
 
 # Finite values beyond float32 overflow in the anomaly feature's float32 cast: expected here.

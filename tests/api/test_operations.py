@@ -9,9 +9,9 @@ import pytest
 from fastapi.testclient import TestClient
 
 from api.main import create_app
-from fraud_assets.bundle import CLASSIFIER, FraudModel
-from fraud_assets.features import MODEL_FEATURES
-from fraud_assets.store import ModelStore
+from fraud_core.bundle import CLASSIFIER, FraudModel
+from fraud_core.features import MODEL_FEATURES
+from fraud_core.store import ModelStore
 from tests.api.conftest import (
     THRESHOLD,
     V1,

@@ -10,10 +10,10 @@ import pytest
 from fastapi.testclient import TestClient
 
 from api.main import create_app
-from fraud_assets.bundle import FraudModel
-from fraud_assets.features import MODEL_FEATURES
-from fraud_assets.schema import FEATURE_COLUMNS
-from fraud_assets.store import ModelStore
+from fraud_core.bundle import FraudModel
+from fraud_core.features import MODEL_FEATURES
+from fraud_core.schema import FEATURE_COLUMNS
+from fraud_core.store import ModelStore
 from tests.api.conftest import (
     FRAUD_PATTERN,
     MAX_BATCH,

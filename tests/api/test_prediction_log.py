@@ -19,10 +19,11 @@ from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
 from api.main import create_app
-from fraud_assets.bundle import FraudModel
-from fraud_assets.prediction_log import DROP_REASONS, make_engine, predictions
-from fraud_assets.schema import FEATURE_COLUMNS
-from fraud_assets.store import ModelStore
+from api.prediction_log import DROP_REASONS
+from fraud_core.bundle import FraudModel
+from fraud_core.prediction_log import make_engine, predictions
+from fraud_core.schema import FEATURE_COLUMNS
+from fraud_core.store import ModelStore
 from tests.api.conftest import (
     MAX_BATCH,
     THRESHOLD,

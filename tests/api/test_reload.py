@@ -6,8 +6,8 @@ import pytest
 from fastapi.testclient import TestClient
 
 from api.main import create_app
-from fraud_assets.bundle import FraudModel
-from fraud_assets.store import ModelStore
+from fraud_core.bundle import FraudModel
+from fraud_core.store import ModelStore
 from tests.api.conftest import (
     AUTH,
     CORRUPTIONS,

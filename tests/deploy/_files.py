@@ -230,3 +230,18 @@ def project_group(group: str) -> list[str]:
     """The top-level packages of a dependency group of pyproject.toml, as the lock has them."""
     (project,) = [p for p in lock_packages().values() if p.get("source", {}).get("editable")]
     return [d["name"] for d in project["dev-dependencies"][group]]
+
+
+def project_dependencies() -> list[str]:
+    """The project's own dependencies (the ML core's), as the lock has them."""
+    (project,) = [p for p in lock_packages().values() if p.get("source", {}).get("editable")]
+    return [d["name"] for d in project.get("dependencies", [])]
+
+
+def image_roots(sync_args: str) -> list[str]:
+    """The top-level packages a Dockerfile's `uv sync` installs, from its group flags."""
+    only = re.findall(r"--only-group ([\w-]+)", sync_args)
+    if only:
+        return [name for group in only for name in project_group(group)]
+    groups = re.findall(r"--group ([\w-]+)", sync_args)
+    return project_dependencies() + [name for group in groups for name in project_group(group)]

@@ -14,7 +14,7 @@ import jsonschema
 import pytest
 import yaml
 
-from fraud_assets.settings import PlatformSettings
+from fraud_core.settings import PlatformSettings
 from scripts import stack
 from tests.deploy._files import (
     BARE_VARIABLE,

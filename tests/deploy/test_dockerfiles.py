@@ -25,24 +25,10 @@ from tests.deploy._files import (
     lock_closure,
     lock_packages,
     parse_dockerfile,
-    project_group,
+    image_roots,
 )
 
 SECRET_NAME = re.compile(r"PASSWORD|SECRET|TOKEN|CREDENTIAL|(^|_)KEY($|_)", re.IGNORECASE)
-#: What each image imports beyond its dependency group, for the `--no-install-package` check.
-NEEDS = {
-    "mlflow_server/Dockerfile": ["mlflow", "psycopg2-binary"],
-    # airflow_bridge imports httpx, tenacity, pydantic-settings and pendulum; psycopg2 is the
-    # metadata database's driver.
-    "airflow_bridge/Dockerfile": [
-        *project_group("airflow"),
-        "psycopg2-binary",
-        "httpx",
-        "tenacity",
-        "pydantic-settings",
-        "pendulum",
-    ],
-}
 #: NCCL is loaded by XGBoost with dlopen, for multi-GPU training only: every image may leave it out.
 ALWAYS_OPTIONAL = {"nvidia-nccl-cu12"}
 ENTRYPOINTS = (
@@ -93,8 +79,11 @@ def test_installs_the_lock_with_uv(path: str) -> None:
     syncs = [i for i in dockerfile.of("RUN") if "uv sync" in i.args]
     assert len(syncs) == 1, "one locked install"
     (sync,) = syncs
-    for flag in ("--locked", "--no-dev", "--no-install-project", "--mount=type=cache"):
+    for flag in ("--locked", "--no-install-project", "--mount=type=cache"):
         assert flag in sync.args, flag
+    # One room per image: its own group only, never the developer's default set (dev tools and
+    # every other service's libraries).
+    assert "--no-default-groups --group " in sync.args or "--only-group " in sync.args
     copied = [src for i in dockerfile.of("COPY", sync.stage) for src in copy_sources(i)]
     assert {"pyproject.toml", "uv.lock"} <= set(copied)
     uv_images = [i.args for i in dockerfile.of("FROM") if "astral-sh/uv" in i.args]
@@ -196,22 +185,18 @@ def test_dockerignore_keeps_local_state_and_secrets_out() -> None:
         "fraud_assets/__pycache__/x.pyc",
     ):
         assert ignored(path), f"{path} would be sent to the builder"
-    for path in ("pyproject.toml", "uv.lock", "fraud_assets/bundle.py", "api/main.py"):
+    for path in ("pyproject.toml", "uv.lock", "fraud_core/bundle.py", "api/main.py"):
         assert not ignored(path), path
 
 
 @pytest.mark.parametrize("path", DOCKERFILES)
 def test_packages_left_out_are_not_needed(path: str) -> None:
-    """`--no-install-package` only trims what the image's code can never import."""
+    """`--no-install-package` trims only NCCL, and only from an image whose group brings it."""
     (sync,) = [i for i in parse_dockerfile(path).of("RUN") if "uv sync" in i.args]
     left_out = set(re.findall(r"--no-install-package ([\w.-]+)", sync.args))
-    assert left_out <= set(lock_packages()), "a name not in uv.lock would trim nothing"
-    assert "nvidia-nccl-cu12" in left_out, "470 MB of GPU collectives on a CPU-only image"
-    if path in NEEDS:
-        needed = lock_closure(NEEDS[path])
-        assert left_out & needed == set(), f"{path} leaves out what it needs"
-    else:
-        assert left_out <= ALWAYS_OPTIONAL
+    assert left_out <= ALWAYS_OPTIONAL, "trim an image by its dependency group, not by hand"
+    if "nvidia-nccl-cu12" in lock_closure(image_roots(sync.args)):
+        assert left_out == ALWAYS_OPTIONAL, "470 MB of GPU collectives on a CPU-only image"
 
 
 def test_the_airflow_image_bakes_the_dag_folder() -> None:

@@ -26,9 +26,9 @@ from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
 from api.main import create_app
-from fraud_assets.prediction_log import make_engine
-from fraud_assets.prediction_log.reports import save_report
-from fraud_assets.store import ModelStore
+from fraud_core.prediction_log import make_engine
+from fraud_core.prediction_log.reports import save_report
+from fraud_core.store import ModelStore
 from tests.api.conftest import (
     FRAUD_PATTERN,
     THRESHOLD,

@@ -16,8 +16,8 @@ import pandas as pd
 import pytest
 
 from fraud_assets.definitions import ASSETS, CHECKS
-from fraud_assets.store import ModelStore
-from fraud_assets.synthetic import generate
+from fraud_core.store import ModelStore
+from fraud_core.synthetic import generate
 from tests.conftest import free_port, make_resources
 
 
@@ -38,7 +38,7 @@ def production(tmp_path: Path, tmp_path_factory: pytest.TempPathFactory) -> dict
 
 
 def snapshot(models: Path) -> dict[str, str]:
-    from fraud_assets.bundle import sha256_file
+    from fraud_core.bundle import sha256_file
 
     out = {}
     for path in sorted(models.rglob("*")):

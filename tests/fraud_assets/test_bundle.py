@@ -13,8 +13,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from fraud_assets import synthetic
-from fraud_assets.bundle import (
+from fraud_core import synthetic
+from fraud_core.bundle import (
     ANOMALY,
     CLASSIFIER,
     MANIFEST,
@@ -24,9 +24,9 @@ from fraud_assets.bundle import (
     new_version,
     save_bundle,
 )
-from fraud_assets.data import as_arrays
-from fraud_assets.features import MODEL_FEATURES
-from fraud_assets.schema import FEATURE_COLUMNS
+from fraud_core.data import as_arrays
+from fraud_core.features import MODEL_FEATURES
+from fraud_core.schema import FEATURE_COLUMNS
 
 MANIFEST_IN: dict[str, Any] = {
     "model_version": "20250102T030405Z-abcdef12",

@@ -11,7 +11,7 @@ import dagster as dg
 import pytest
 from mlflow.tracking import MlflowClient
 
-from fraud_assets.synthetic import generate
+from fraud_core.synthetic import generate
 from tests.fraud_assets.conftest import PROJECT_ROOT, VENV_BIN
 
 pytestmark = pytest.mark.slow
@@ -75,7 +75,7 @@ def test_materialize_then_fraud_models_status(tmp_path: Path, dagster_home: Path
     assert Path(reported["path"]) == production.resolve()
 
     # The first model has nothing before it: no backup to list, none to roll back to.
-    history = _run([str(VENV_BIN / "python"), "-m", "fraud_assets.promote", "history"])
+    history = _run([str(VENV_BIN / "python"), "-m", "fraud_core.cli", "history"])
     assert history.returncode == 0, _describe(history)
     assert history.stdout.strip() == ""
     assert "Traceback" not in history.stderr

@@ -8,9 +8,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from fraud_assets import synthetic
-from fraud_assets.data import DataError, fingerprint, load_transactions, split_by_time
-from fraud_assets.schema import COLUMNS, FEATURE_COLUMNS, conform, structure_problems
+from fraud_core import synthetic
+from fraud_core.data import DataError, fingerprint, load_transactions, split_by_time
+from fraud_core.schema import COLUMNS, FEATURE_COLUMNS, conform, structure_problems
 
 
 @pytest.fixture(scope="module")

@@ -10,9 +10,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from fraud_assets import plots, synthetic
-from fraud_assets.bundle import FraudModel
-from fraud_assets.drift import (
+from fraud_core import plots, synthetic
+from fraud_core.bundle import FraudModel
+from fraud_core.drift import (
     HOUR,
     INPUT_COLUMNS,
     SCORE,
@@ -24,7 +24,7 @@ from fraud_assets.drift import (
     psi,
     quantile_edges,
 )
-from fraud_assets.schema import FEATURE_COLUMNS, LABEL, TIME
+from fraud_core.schema import FEATURE_COLUMNS, LABEL, TIME
 
 REFERENCE_ROWS = 30_000
 CURRENT_ROWS = 5_000

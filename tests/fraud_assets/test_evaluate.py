@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import average_precision_score
 
-from fraud_assets.evaluate import (
+from fraud_core.evaluate import (
     ThresholdPolicy,
     _weighted_ap,
     choose_threshold,

@@ -7,9 +7,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fraud_assets import synthetic
-from fraud_assets.data import as_arrays
-from fraud_assets.features import (
+from fraud_core import synthetic
+from fraud_core.data import as_arrays
+from fraud_core.features import (
     ANOMALY_FEATURE,
     BASE_FEATURES,
     MODEL_FEATURES,
@@ -17,7 +17,7 @@ from fraud_assets.features import (
     base_features,
     model_features,
 )
-from fraud_assets.schema import FEATURE_COLUMNS, PCA_COLUMNS
+from fraud_core.schema import FEATURE_COLUMNS, PCA_COLUMNS
 
 
 def raw_rows(times: list[float], amount: float = 10.0) -> np.ndarray:
@@ -104,8 +104,8 @@ def test_compiled_forest_scores_exactly_like_scikit_learn(
 ) -> None:
     from sklearn.ensemble import IsolationForest
 
-    from fraud_assets.features import CompiledForest
-    from fraud_assets.synthetic import generate
+    from fraud_core.features import CompiledForest
+    from fraud_core.synthetic import generate
 
     raw = generate(n_rows=6000, fraud_rate=0.02, seed=11).drop(columns="Class").to_numpy()
     base = base_features(raw)
@@ -123,7 +123,7 @@ def test_compiled_forest_scores_exactly_like_scikit_learn(
 
 
 def test_scorer_gives_the_same_feature_in_bulk_and_row_by_row() -> None:
-    from fraud_assets.synthetic import generate
+    from fraud_core.synthetic import generate
 
     raw = generate(n_rows=5000, fraud_rate=0.02, seed=12).drop(columns="Class").to_numpy()
     base = base_features(raw)

@@ -14,12 +14,12 @@ import numpy as np
 import pytest
 from mlflow.tracking import MlflowClient
 
-from fraud_assets.bundle import load_bundle
-from fraud_assets.data import Splits
 from fraud_assets.definitions import ASSETS, CHECKS
-from fraud_assets.features import MODEL_FEATURES
-from fraud_assets.schema import FEATURE_COLUMNS
-from fraud_assets.train import VARIANTS
+from fraud_core.bundle import load_bundle
+from fraud_core.data import Splits
+from fraud_core.features import MODEL_FEATURES
+from fraud_core.schema import FEATURE_COLUMNS
+from fraud_core.train import VARIANTS
 from tests.conftest import SMALL_FRAUD_RATE, SMALL_ROWS, make_resources
 from tests.fraud_assets.conftest import MlflowServer
 

@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from api.prediction_log import PredictionLog
 from fraud_assets.definitions import (
     ASSETS,
     CHECKS,
@@ -24,12 +25,12 @@ from fraud_assets.definitions import (
 )
 from fraud_assets.defs.assets.monitoring import labelled_transactions, prediction_drift
 from fraud_assets.defs.sensors import drift_retrain_sensor
-from fraud_assets.prediction_log import PredictionLog, add_feedback
-from fraud_assets.prediction_log.reports import latest_report
-from fraud_assets.prediction_log.tables import PredictionRow, make_engine
-from fraud_assets.schema import FEATURE_COLUMNS
-from fraud_assets.store import ModelStore
-from fraud_assets.synthetic import generate
+from fraud_core.prediction_log import add_feedback
+from fraud_core.prediction_log.reports import latest_report
+from fraud_core.prediction_log.tables import PredictionRow, make_engine
+from fraud_core.schema import FEATURE_COLUMNS
+from fraud_core.store import ModelStore
+from fraud_core.synthetic import generate
 from tests.airflow_bridge._airflow_env import webhook_receiver
 from tests.conftest import SMALL_FRAUD_RATE, SMALL_ROWS, make_resources
 from tests.fraud_assets.test_bad_inputs import snapshot

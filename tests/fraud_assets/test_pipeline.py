@@ -11,11 +11,11 @@ import mlflow
 import pytest
 from mlflow.tracking import MlflowClient
 
-from fraud_assets.bundle import load_bundle
 from fraud_assets.definitions import ASSETS, CHECKS, defs
 from fraud_assets.defs.assets.model import TrainingConfig
 from fraud_assets.defs.resources import PromotionRules
-from fraud_assets.store import ModelStore
+from fraud_core.bundle import load_bundle
+from fraud_core.store import ModelStore
 from tests.conftest import make_resources
 
 ALL = [*ASSETS, *CHECKS]
@@ -224,7 +224,7 @@ def test_pyfunc_in_mlflow_matches_the_bundle(tmp_path: Path) -> None:
     assert result.success
     import pandas as pd
 
-    from fraud_assets.synthetic import generate
+    from fraud_core.synthetic import generate
 
     sample = generate(n_rows=200, fraud_rate=0.05, seed=3).drop(columns=["Class"])
     mlflow.set_tracking_uri(resources["mlflow_tracking"].tracking_uri)
@@ -237,8 +237,8 @@ def test_pyfunc_in_mlflow_matches_the_bundle(tmp_path: Path) -> None:
 
 def test_a_real_file_in_the_data_dir_replaces_the_synthetic_set(tmp_path: Path) -> None:
     """Kaggle's creditcard.csv quotes its header and its Class values; it loads as it is."""
-    from fraud_assets.schema import COLUMNS
-    from fraud_assets.synthetic import generate
+    from fraud_core.schema import COLUMNS
+    from fraud_core.synthetic import generate
 
     frame = generate(n_rows=10_000, fraud_rate=0.02, seed=9)
     lines = [",".join(f'"{c}"' for c in COLUMNS)]

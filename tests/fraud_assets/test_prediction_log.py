@@ -11,12 +11,11 @@ import pandas as pd
 import pytest
 import sqlalchemy as sa
 
-from fraud_assets.prediction_log import (
-    DROP_REASONS,
+from api.prediction_log import DROP_REASONS, PredictionLog
+from fraud_core.prediction_log import (
     PROVENANCE_COLUMNS,
     ConflictingLabel,
     InvalidLabel,
-    PredictionLog,
     PredictionRow,
     UnknownRequestId,
     add_feedback,
@@ -28,7 +27,7 @@ from fraud_assets.prediction_log import (
     recent_predictions,
     resolve_url,
 )
-from fraud_assets.schema import COLUMNS, FEATURE_COLUMNS, LABEL, conform
+from fraud_core.schema import COLUMNS, FEATURE_COLUMNS, LABEL, conform
 from tests.conftest import fresh_database
 from tests.prediction_log_db import database_down, writer_blocked
 

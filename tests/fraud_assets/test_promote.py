@@ -10,11 +10,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fraud_assets import tracking
-from fraud_assets.bundle import FraudModel
-from fraud_assets.evaluate import ThresholdPolicy, choose_threshold, metrics
-from fraud_assets.promote import PromotionPolicy, decide, main
-from fraud_assets.store import ModelStore
+from fraud_core import tracking
+from fraud_core.bundle import FraudModel
+from fraud_core.cli import main
+from fraud_core.evaluate import ThresholdPolicy, choose_threshold, metrics
+from fraud_core.promote import PromotionPolicy, decide
+from fraud_core.store import ModelStore
 
 POLICY = PromotionPolicy()
 MakeModel = Callable[..., FraudModel]

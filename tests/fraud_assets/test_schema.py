@@ -6,8 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from fraud_assets import synthetic
-from fraud_assets.schema import (
+from fraud_core import synthetic
+from fraud_core.schema import (
     COLUMNS,
     FEATURE_COLUMNS,
     SCHEMA,

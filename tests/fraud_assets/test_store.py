@@ -11,11 +11,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fraud_assets import store as store_module
-from fraud_assets import synthetic
-from fraud_assets.bundle import CLASSIFIER, BundleError, FraudModel, save_bundle
-from fraud_assets.data import as_arrays
-from fraud_assets.store import ModelStore, Published, StoreError
+from fraud_core import store as store_module
+from fraud_core import synthetic
+from fraud_core.bundle import CLASSIFIER, BundleError, FraudModel, save_bundle
+from fraud_core.data import as_arrays
+from fraud_core.store import ModelStore, Published, StoreError
 
 V1, V2, V3, V4 = (f"2025010{i}T000000Z-run{i}" for i in range(1, 5))
 #: Each version is a different model, so the probabilities tell which one is served.

@@ -8,8 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from fraud_assets import synthetic
-from fraud_assets.schema import COLUMNS, PCA_COLUMNS, all_problems
+from fraud_core import synthetic
+from fraud_core.schema import COLUMNS, PCA_COLUMNS, all_problems
 
 
 @pytest.fixture(scope="module")

@@ -14,13 +14,13 @@ import numpy as np
 import pytest
 from sklearn.metrics import average_precision_score, roc_auc_score
 
-from fraud_assets import synthetic
-from fraud_assets.bundle import FraudModel
-from fraud_assets.data import as_arrays, split_by_time
-from fraud_assets.evaluate import ThresholdPolicy, choose_threshold
-from fraud_assets.features import AnomalyScorer, base_features, model_features
-from fraud_assets.schema import FEATURE_COLUMNS
-from fraud_assets.train import VARIANTS, TrainConfig, TrainResult, train
+from fraud_core import synthetic
+from fraud_core.bundle import FraudModel
+from fraud_core.data import as_arrays, split_by_time
+from fraud_core.evaluate import ThresholdPolicy, choose_threshold
+from fraud_core.features import AnomalyScorer, base_features, model_features
+from fraud_core.schema import FEATURE_COLUMNS
+from fraud_core.train import VARIANTS, TrainConfig, TrainResult, train
 
 N_ESTIMATORS = 60
 #: One thread per fit: on a small, shared machine more threads only fight each other.

@@ -13,8 +13,6 @@ import optuna
 import pytest
 from mlflow.tracking import MlflowClient
 
-from fraud_assets import synthetic
-from fraud_assets.data import as_arrays, split_by_time
 from fraud_assets.defs.assets._tuning import optuna_storage
 from fraud_assets.defs.assets.data import raw_transactions, transaction_splits
 from fraud_assets.defs.assets.model import (
@@ -24,9 +22,11 @@ from fraud_assets.defs.assets.model import (
     fraud_model,
 )
 from fraud_assets.defs.assets.monitoring import labelled_transactions
-from fraud_assets.features import AnomalyScorer, base_features, model_features
-from fraud_assets.train import TrainConfig, train
-from fraud_assets.tune import VARIANT_PARAM, TuneConfig, TuneResult, tune
+from fraud_core import synthetic
+from fraud_core.data import as_arrays, split_by_time
+from fraud_core.features import AnomalyScorer, base_features, model_features
+from fraud_core.train import TrainConfig, train
+from fraud_core.tune import VARIANT_PARAM, TuneConfig, TuneResult, tune
 from tests.conftest import make_resources
 
 #: One thread and few rounds: the studies must stay quick on a busy two-core machine.

@@ -8,9 +8,9 @@ import mlflow
 import numpy as np
 from sqlalchemy.engine import make_url
 
-from fraud_assets.settings import PlatformSettings
-from fraud_assets.train import TrainConfig
-from fraud_assets.tune import TuneConfig, TuneResult, tune
+from fraud_core.settings import PlatformSettings
+from fraud_core.train import TrainConfig
+from fraud_core.tune import TuneConfig, TuneResult, tune
 
 
 def optuna_storage(models_dir: str) -> str:

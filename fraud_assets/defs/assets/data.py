@@ -5,11 +5,11 @@ from typing import Any
 import dagster as dg
 import pandas as pd
 
-from fraud_assets.data import DataError, split_by_time
 from fraud_assets.defs import constants
 from fraud_assets.defs.assets._metadata import table
 from fraud_assets.defs.resources import DataSource
-from fraud_assets.schema import LABEL, TIME
+from fraud_core.data import DataError, split_by_time
+from fraud_core.schema import LABEL, TIME
 
 
 class SplitConfig(dg.Config):

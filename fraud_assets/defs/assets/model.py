@@ -12,17 +12,17 @@ import numpy as np
 from pydantic import Field
 from sklearn.metrics import average_precision_score, roc_auc_score
 
-from fraud_assets import plots, tracking
-from fraud_assets.bundle import FraudModel, new_version
-from fraud_assets.data import Splits, as_arrays
 from fraud_assets.defs import constants
 from fraud_assets.defs.assets._metadata import image, table
 from fraud_assets.defs.assets._tuning import optuna_storage, run_study
 from fraud_assets.defs.resources import MlflowTracking, ModelStoreResource
-from fraud_assets.evaluate import ThresholdPolicy, choose_threshold, metrics
-from fraud_assets.features import MODEL_FEATURES, AnomalyScorer, base_features, model_features
-from fraud_assets.train import VARIANTS, TrainConfig, train
-from fraud_assets.tune import TuneConfig
+from fraud_core import plots, tracking
+from fraud_core.bundle import FraudModel, new_version
+from fraud_core.data import Splits, as_arrays
+from fraud_core.evaluate import ThresholdPolicy, choose_threshold, metrics
+from fraud_core.features import MODEL_FEATURES, AnomalyScorer, base_features, model_features
+from fraud_core.train import VARIANTS, TrainConfig, train
+from fraud_core.tune import TuneConfig
 
 
 @dataclass

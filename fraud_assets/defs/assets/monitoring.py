@@ -9,16 +9,16 @@ import dagster as dg
 import numpy as np
 import pandas as pd
 
-from fraud_assets import drift
-from fraud_assets.data import Splits
 from fraud_assets.defs import constants
 from fraud_assets.defs.assets._metadata import image, table
 from fraud_assets.defs.resources import ModelStoreResource, Notifier, PredictionLogResource
-from fraud_assets.plots import drift_histograms
-from fraud_assets.prediction_log import PROVENANCE_COLUMNS, labelled_rows, recent_predictions
-from fraud_assets.prediction_log.reports import save_report
-from fraud_assets.schema import COLUMNS, FEATURE_COLUMNS, LABEL, TIME
-from fraud_assets.store import ModelStore
+from fraud_core import drift
+from fraud_core.data import Splits
+from fraud_core.plots import drift_histograms
+from fraud_core.prediction_log import PROVENANCE_COLUMNS, labelled_rows, recent_predictions
+from fraud_core.prediction_log.reports import save_report
+from fraud_core.schema import COLUMNS, FEATURE_COLUMNS, LABEL, TIME
+from fraud_core.store import ModelStore
 
 
 @dg.asset(

@@ -4,14 +4,14 @@ from typing import Any
 
 import dagster as dg
 
-from fraud_assets.bundle import BundleError
-from fraud_assets.data import Splits, as_arrays
 from fraud_assets.defs import constants
 from fraud_assets.defs.assets._metadata import table
 from fraud_assets.defs.assets.model import EvaluationReport, TrainedModel
 from fraud_assets.defs.resources import MlflowTracking, ModelStoreResource, PromotionRules
-from fraud_assets.evaluate import ThresholdPolicy, metrics
-from fraud_assets.promote import decide
+from fraud_core.bundle import BundleError
+from fraud_core.data import Splits, as_arrays
+from fraud_core.evaluate import ThresholdPolicy, metrics
+from fraud_core.promote import decide
 
 
 @dg.asset(

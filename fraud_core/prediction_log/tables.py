@@ -11,7 +11,7 @@ import numpy as np
 import sqlalchemy as sa
 from sqlalchemy import event
 
-from fraud_assets.schema import FEATURE_COLUMNS
+from fraud_core.schema import FEATURE_COLUMNS
 
 #: `FRAUD_PREDICTION_LOG_URL` values that turn the log off.
 DISABLED = frozenset({"", "off"})

@@ -13,10 +13,10 @@ from itertools import islice
 import sqlalchemy as sa
 from sqlalchemy.exc import DataError, IntegrityError, SQLAlchemyError
 
-from fraud_assets.prediction_log.bulk import RowError, insert_rows
-from fraud_assets.prediction_log.tables import PredictionRow, create_tables, predictions
+from api.prediction_log.bulk import RowError, insert_rows
+from fraud_core.prediction_log.tables import PredictionRow, create_tables, predictions
 
-log = logging.getLogger("fraud_assets.prediction_log")
+log = logging.getLogger("fraud_core.prediction_log")
 
 DROP_REASONS = ("queue_full", "duplicate_id", "write_failed", "closed")
 _FIRST_RETRY_S = 0.1

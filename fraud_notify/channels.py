@@ -1,10 +1,9 @@
-"""Slack and e-mail notifications of the weekly retrain; no airflow import.
+"""Slack and e-mail: the two channels, their settings, and `deliver`.
 
-Each channel is configured from the environment (`FRAUD_SLACK_WEBHOOK_URL`, `FRAUD_SMTP_*`) or,
-when those are unset, from the Airflow connections `slack_webhook_default` and `smtp_default`
-(the DAG reads those and passes their fields here). A channel that is not configured is skipped
-with a log line. `deliver` never raises: a notification that cannot be sent is logged and
-reported, and never hides the pipeline's own result.
+Each channel is configured from the environment (`FRAUD_SLACK_WEBHOOK_URL`, `FRAUD_SMTP_*`); the
+Airflow DAG can also build them from its connections (`airflow_bridge.connections`). A channel
+that is not configured is skipped with a log line. `deliver` never raises: a notification that
+cannot be sent is logged and reported, and never hides the result it reports.
 """
 
 from __future__ import annotations
@@ -12,19 +11,32 @@ from __future__ import annotations
 import logging
 import smtplib
 import ssl
-from collections.abc import Mapping
 from dataclasses import dataclass
 from email.message import EmailMessage
-from typing import Any, Literal
+from typing import Literal, Protocol
 
 import httpx
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from airflow_bridge.message import Message
-
 log = logging.getLogger(__name__)
 
-SLACK_HOOKS_URL = "https://hooks.slack.com/services"
+
+class Message(Protocol):
+    """What a channel sends: a subject line and a plain-text body."""
+
+    @property
+    def subject(self) -> str: ...
+
+    @property
+    def text(self) -> str: ...
+
+
+@dataclass(frozen=True)
+class Notification:
+    """A plain message, for senders that have nothing more to say than a subject and a text."""
+
+    subject: str
+    text: str
 
 
 class NotifySettings(BaseSettings):
@@ -75,7 +87,8 @@ class ChannelResult:
     detail: str = ""
 
 
-def _recipients(value: str) -> tuple[str, ...]:
+def recipients(value: str) -> tuple[str, ...]:
+    """The addresses of a comma-separated list."""
     return tuple(r.strip() for r in value.split(",") if r.strip())
 
 
@@ -92,65 +105,13 @@ def smtp_from_settings(settings: NotifySettings) -> SmtpConfig | None:
         host=settings.smtp_host,
         port=settings.smtp_port,
         sender=settings.smtp_from,
-        recipients=_recipients(settings.smtp_to),
+        recipients=recipients(settings.smtp_to),
         user=settings.smtp_user or None,
         password=settings.smtp_password or None,
         use_ssl=settings.smtp_ssl,
         starttls=settings.smtp_starttls,
         timeout_s=settings.notify_timeout_s,
     )
-
-
-def slack_from_connection(
-    *, host: str | None, password: str | None, timeout_s: float = 10.0
-) -> SlackConfig | None:
-    """A Slack webhook from the fields of the connection `slack_webhook_default`.
-
-    As the Slack provider reads it: the password holds the whole webhook URL, or the token
-    (`T000/B000/XXX`) with the host as the base URL (default: Slack's hooks URL).
-    """
-    if not password:
-        return None
-    if password.startswith(("https://", "http://")):
-        return SlackConfig(password, timeout_s)
-    base = (host or SLACK_HOOKS_URL).rstrip("/")
-    if "://" not in base:
-        base = f"https://{base}"
-    return SlackConfig(f"{base}/{password.lstrip('/')}", timeout_s)
-
-
-def smtp_from_connection(
-    *,
-    host: str | None,
-    port: int | None,
-    login: str | None,
-    password: str | None,
-    extra: Mapping[str, Any],
-    settings: NotifySettings,
-) -> SmtpConfig | None:
-    """An SMTP server from the fields of the connection `smtp_default`.
-
-    As the SMTP provider reads it: TLS from the start unless `disable_ssl`, else STARTTLS unless
-    `disable_tls`; the sender is `from_email`. Recipients: the extra `to`, else `FRAUD_SMTP_TO`.
-    """
-    if not host:
-        return None
-    use_ssl = not _flag(extra.get("disable_ssl"))
-    return SmtpConfig(
-        host=host,
-        port=port or (465 if use_ssl else 25),
-        sender=str(extra.get("from_email") or settings.smtp_from),
-        recipients=_recipients(str(extra.get("to") or settings.smtp_to)),
-        user=login or None,
-        password=password or None,
-        use_ssl=use_ssl,
-        starttls=not use_ssl and not _flag(extra.get("disable_tls")),
-        timeout_s=float(extra.get("timeout") or settings.notify_timeout_s),
-    )
-
-
-def _flag(value: object) -> bool:
-    return value is True or str(value).lower() in ("1", "true", "yes")
 
 
 def send_slack(config: SlackConfig, message: Message) -> None:

@@ -7,9 +7,9 @@ the project; WAL mode so that the API and a reader share the file) or PostgreSQL
                  fraud_probability, is_fraud (the decision at the model's threshold)
     feedback     request_id (-> predictions), label 'fraud'|'legit', labelled_at, source, comment
 
-`PredictionLog` (`writer`) writes predictions without ever making a request wait: `record()` puts
-rows on a bounded queue and a thread of its own inserts them in batches (`bulk`). What happens
-to a row:
+`api.prediction_log.PredictionLog` (the API's side: only the API writes) writes
+predictions without ever making a request wait: `record()` puts rows on a bounded queue and a
+thread of its own inserts them in batches. What happens to a row:
 
 - the queue is full (the database is slower than the traffic): dropped at once, `queue_full`;
 - the database is down: the batch in hand is retried with backoff while new rows wait in the
@@ -25,7 +25,7 @@ the training side reads them in the transaction schema with `labelled_rows`, and
 reads `recent_predictions` (`labels`).
 """
 
-from fraud_assets.prediction_log.labels import (
+from fraud_core.prediction_log.labels import (
     PROVENANCE_COLUMNS,
     ConflictingLabel,
     Feedback,
@@ -36,7 +36,7 @@ from fraud_assets.prediction_log.labels import (
     labelled_rows,
     recent_predictions,
 )
-from fraud_assets.prediction_log.tables import (
+from fraud_core.prediction_log.tables import (
     LABELS,
     REQUEST_ID_LENGTH,
     PredictionRow,
@@ -47,10 +47,8 @@ from fraud_assets.prediction_log.tables import (
     predictions,
     resolve_url,
 )
-from fraud_assets.prediction_log.writer import DROP_REASONS, LogStats, PredictionLog
 
 __all__ = [
-    "DROP_REASONS",
     "LABELS",
     "PROVENANCE_COLUMNS",
     "REQUEST_ID_LENGTH",
@@ -58,8 +56,6 @@ __all__ = [
     "Feedback",
     "FeedbackError",
     "InvalidLabel",
-    "LogStats",
-    "PredictionLog",
     "PredictionRow",
     "UnknownRequestId",
     "add_feedback",

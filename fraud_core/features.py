@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 from sklearn.ensemble import IsolationForest
 
-from fraud_assets.schema import FEATURE_COLUMNS, PCA_COLUMNS
+from fraud_core.schema import FEATURE_COLUMNS, PCA_COLUMNS
 
 SECONDS_PER_DAY = 86_400.0
 #: Features computed from the raw fields; raw `Time` is dropped (it only grows), its hour kept.

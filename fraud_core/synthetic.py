@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from fraud_assets.schema import AMOUNT, LABEL, PCA_COLUMNS, TIME
+from fraud_core.schema import AMOUNT, LABEL, PCA_COLUMNS, TIME
 
 N_ROWS = 284_807
 FRAUD_RATE = 492 / 284_807

@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from fraud_assets import synthetic
-from fraud_assets.schema import FEATURE_COLUMNS, LABEL, TIME, conform
+from fraud_core import synthetic
+from fraud_core.schema import FEATURE_COLUMNS, LABEL, TIME, conform
 
 SUFFIXES = (".csv", ".parquet")
 

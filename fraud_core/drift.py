@@ -32,8 +32,8 @@ import numpy as np
 import pandas as pd
 from scipy.stats import ks_2samp
 
-from fraud_assets.features import SECONDS_PER_DAY
-from fraud_assets.schema import AMOUNT, PCA_COLUMNS, TIME
+from fraud_core.features import SECONDS_PER_DAY
+from fraud_core.schema import AMOUNT, PCA_COLUMNS, TIME
 
 SCORE = "fraud_probability"
 HOUR = "hour"

@@ -19,8 +19,8 @@ import numpy as np
 import sqlalchemy as sa
 from sqlalchemy.dialects import sqlite
 
-from fraud_assets.prediction_log.tables import PredictionRow, predictions
-from fraud_assets.schema import FEATURE_COLUMNS
+from fraud_core.prediction_log.tables import PredictionRow, predictions
+from fraud_core.schema import FEATURE_COLUMNS
 
 
 class RowError(ValueError):

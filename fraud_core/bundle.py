@@ -21,14 +21,14 @@ from typing import Any
 import numpy as np
 import xgboost as xgb
 
-from fraud_assets.features import (
+from fraud_core.features import (
     MODEL_FEATURES,
     AnomalyScorer,
     CompiledForest,
     base_features,
     model_features,
 )
-from fraud_assets.schema import FEATURE_COLUMNS
+from fraud_core.schema import FEATURE_COLUMNS
 
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"

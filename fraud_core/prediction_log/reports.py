@@ -14,7 +14,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from fraud_assets.prediction_log.tables import UTCDateTime
+from fraud_core.prediction_log.tables import UTCDateTime
 
 metadata = sa.MetaData()
 drift_reports = sa.Table(

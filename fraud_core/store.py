@@ -24,7 +24,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from fraud_assets.bundle import BundleError, FraudModel, load_bundle, read_manifest, save_bundle
+from fraud_core.bundle import BundleError, FraudModel, load_bundle, read_manifest, save_bundle
 
 
 class StoreError(RuntimeError):

@@ -9,8 +9,8 @@ import pandas as pd
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 
-from fraud_assets.prediction_log.tables import LABELS, feedback, predictions
-from fraud_assets.schema import FEATURE_COLUMNS, LABEL
+from fraud_core.prediction_log.tables import LABELS, feedback, predictions
+from fraud_core.schema import FEATURE_COLUMNS, LABEL
 
 
 class FeedbackError(ValueError):

@@ -19,8 +19,8 @@ import pandas as pd
 from mlflow.models import infer_signature
 from mlflow.tracking import MlflowClient
 
-from fraud_assets.bundle import FraudModel, load_bundle, save_bundle
-from fraud_assets.schema import FEATURE_COLUMNS
+from fraud_core.bundle import FraudModel, load_bundle, save_bundle
+from fraud_core.schema import FEATURE_COLUMNS
 
 CHAMPION = "champion"
 #: Seconds to wait for a tracking server's /health before a training run gives up on it.

@@ -12,7 +12,7 @@ from pydantic import AliasChoices, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
-#: Where the API logs its predictions and the labels sent back (`fraud_assets.prediction_log`).
+#: Where the API logs its predictions and the labels sent back (`fraud_core.prediction_log`).
 DEFAULT_PREDICTION_LOG_URL = f"sqlite:///{PROJECT_ROOT / 'predictions.db'}"
 
 

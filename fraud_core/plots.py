@@ -82,7 +82,7 @@ def drift_histograms(
 ) -> Path:
     """Reference vs current histograms of each column of `psi` (in its order), PSI in the title.
 
-    The frames hold the compared columns (`fraud_assets.drift.comparable` makes them from raw
+    The frames hold the compared columns (`fraud_core.drift.comparable` makes them from raw
     fields); `psi` is typically `DriftReport.worst(k)`.
     """
     if not psi:

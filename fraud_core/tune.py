@@ -20,7 +20,7 @@ import optuna
 import xgboost as xgb
 from optuna.trial import FrozenTrial, TrialState
 
-from fraud_assets.train import TrainConfig, train_variant
+from fraud_core.train import TrainConfig, train_variant
 
 #: The trial parameter that names the variant; every other parameter is an XGBoost one.
 VARIANT_PARAM = "variant"
