@@ -82,13 +82,13 @@ def describe_sources(df: pd.DataFrame) -> str:
     return ", ".join(path for path, _, _ in sources) if sources else "the input frame"
 
 
-def structure_problems(df: pd.DataFrame) -> list[Problem]:
+def structure_problems(df: pd.DataFrame, columns: tuple[str, ...] = COLUMNS) -> list[Problem]:
     """Columns that are missing or not numeric, and an empty frame."""
     where = describe_sources(df)
     problems: list[Problem] = []
     if len(df) == 0:
         problems.append(Problem("empty", None, 0, f"{where}: no rows"))
-    missing = [c for c in COLUMNS if c not in df.columns]
+    missing = [c for c in columns if c not in df.columns]
     if missing:
         problems.append(
             Problem(
@@ -98,7 +98,7 @@ def structure_problems(df: pd.DataFrame) -> list[Problem]:
                 f"{where}: missing column(s) {', '.join(missing)}",
             )
         )
-    for name in COLUMNS:
+    for name in columns:
         if name not in df.columns or pd.api.types.is_numeric_dtype(df[name]):
             continue
         coerced = pd.to_numeric(df[name], errors="coerce")
@@ -123,11 +123,11 @@ def _numeric(df: pd.DataFrame, name: str) -> pd.Series:
     return col if pd.api.types.is_numeric_dtype(col) else pd.to_numeric(col, errors="coerce")
 
 
-def null_problems(df: pd.DataFrame) -> list[Problem]:
+def null_problems(df: pd.DataFrame, columns: tuple[str, ...] = COLUMNS) -> list[Problem]:
     """Missing values (NaN, empty cells) in any schema column."""
     where = describe_sources(df)
     problems = []
-    for name in COLUMNS:
+    for name in columns:
         if name not in df.columns:
             continue
         # Text that is not a number is the schema check's business, not a null.
@@ -173,12 +173,12 @@ def label_problems(df: pd.DataFrame) -> list[Problem]:
     ]
 
 
-def range_problems(df: pd.DataFrame) -> list[Problem]:
+def range_problems(df: pd.DataFrame, columns: tuple[str, ...] = COLUMNS) -> list[Problem]:
     """Values outside a column's valid range, such as a negative `Amount`."""
     where = describe_sources(df)
     problems = []
     for name, spec in SCHEMA.items():
-        if name == LABEL or name not in df.columns:
+        if name == LABEL or name not in df.columns or name not in columns:
             continue
         values = _numeric(df, name).to_numpy(dtype=float, na_value=np.nan)
         with np.errstate(invalid="ignore"):
@@ -223,3 +223,20 @@ def conform(df: pd.DataFrame) -> pd.DataFrame:
     out[LABEL] = df[LABEL].to_numpy().astype(np.int8)
     out.attrs = dict(df.attrs)
     return out
+
+
+def scoring_matrix(df: pd.DataFrame) -> np.ndarray:
+    """The 30 fields of rows to score as a float64 matrix, in model order.
+
+    Integer and float columns are both fine (the real file writes `Time` as integers); extra
+    columns are ignored. A missing column, text, a missing or infinite value or a value out of
+    range raises `ValueError` naming the column and the rows.
+    """
+    problems = [
+        *structure_problems(df, FEATURE_COLUMNS),
+        *null_problems(df, FEATURE_COLUMNS),
+        *range_problems(df, FEATURE_COLUMNS),
+    ]
+    if problems:
+        raise ValueError("; ".join(p.message for p in problems))
+    return df[list(FEATURE_COLUMNS)].to_numpy(dtype=np.float64)

@@ -16,11 +16,12 @@ import httpx
 import mlflow
 import numpy as np
 import pandas as pd
-from mlflow.models import infer_signature
+from mlflow.models import ModelSignature, infer_signature
 from mlflow.tracking import MlflowClient
+from mlflow.types.schema import AnyType, ColSpec, Schema
 
 from fraud_core.bundle import FraudModel, load_bundle, save_bundle
-from fraud_core.schema import FEATURE_COLUMNS
+from fraud_core.schema import FEATURE_COLUMNS, scoring_matrix
 
 CHAMPION = "champion"
 #: Seconds to wait for a tracking server's /health before a training run gives up on it.
@@ -85,8 +86,21 @@ class FraudPyfunc(mlflow.pyfunc.PythonModel):  # type: ignore[name-defined]
         self.model = load_bundle(context.artifacts["bundle"], verify=True)
 
     def predict(self, context: Any, model_input: pd.DataFrame, params: Any = None) -> np.ndarray:
-        raw = model_input[list(FEATURE_COLUMNS)].to_numpy(dtype=np.float64)
-        return self.model.predict_proba(raw)
+        # The signature lets any column type through (see `signature`): the schema's own checks
+        # name the column and the rows of a text, missing or out-of-range value here.
+        return self.model.predict_proba(scoring_matrix(model_input))
+
+
+def signature(example: pd.DataFrame, output: np.ndarray) -> ModelSignature:
+    """The 30 fields by name, each of any numeric type, and the probability out.
+
+    A typed `double` column would refuse integers: MLflow does not convert int64 to float64
+    (`Can not safely convert int64 to float64`), and `pd.read_csv` of the real file gives `Time`
+    as int64. `AnyType` keeps every field required by name, so a missing column is still
+    refused by MLflow itself; the model converts and validates the values.
+    """
+    inputs = Schema([ColSpec(AnyType(), name) for name in FEATURE_COLUMNS])
+    return ModelSignature(inputs=inputs, outputs=infer_signature(example, output).outputs)
 
 
 def log_model(
@@ -96,12 +110,11 @@ def log_model(
     with tempfile.TemporaryDirectory() as tmp:
         bundle_dir = save_bundle(model, Path(tmp) / "bundle", manifest)
         example = example[list(FEATURE_COLUMNS)]
-        signature = infer_signature(example, model.predict_proba(example.to_numpy()))
         info = mlflow.pyfunc.log_model(
             name="model",
             python_model=FraudPyfunc(),
             artifacts={"bundle": str(bundle_dir)},
-            signature=signature,
+            signature=signature(example, model.predict_proba(example.to_numpy())),
             input_example=example.head(2),
             # Given explicitly: inferring them loads the model in a subprocess (seconds).
             pip_requirements=pip_requirements,
