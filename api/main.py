@@ -17,6 +17,7 @@ from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.config import Settings
+from api.docs import add_offline_docs
 from api.drift_metrics import DriftCollector
 from api.metrics import Metrics, MetricsMiddleware
 from api.prediction_log import PredictionLog
@@ -117,6 +118,21 @@ class BodySizeLimit:
         return counting_receive
 
 
+def configure_logging() -> None:
+    """Print the API's own log lines (model loads and refusals) when nothing else set logging up.
+
+    uvicorn configures only its own loggers: without a handler, `fraud_api`'s INFO lines (each
+    model loaded) went nowhere. A host that configures logging (pytest, a log config) keeps its own.
+    """
+    api_log = logging.getLogger("fraud_api")
+    if api_log.handlers or logging.getLogger().handlers:
+        return
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    api_log.addHandler(handler)
+    api_log.setLevel(logging.INFO)
+
+
 def open_prediction_log(settings: Settings) -> PredictionLog | None:
     """The prediction log `settings` ask for, its writer started; None when it is off."""
     url = resolve_url(settings.prediction_log_url)
@@ -146,6 +162,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        configure_logging()
         prediction_log = open_prediction_log(settings)
         app.state.prediction_log = prediction_log
         metrics.prediction_log.log = prediction_log
@@ -180,7 +197,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version="1.0.0",
         description=DESCRIPTION,
         lifespan=lifespan,
+        # Served by add_offline_docs from the package, not FastAPI's CDN pages.
+        docs_url=None,
+        redoc_url=None,
     )
+    add_offline_docs(app)
     app.state.settings = settings
     app.state.metrics = metrics
     app.state.holder = holder

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from api.config import Settings
 from api.metrics import Metrics
-from fraud_core.bundle import BundleError, FraudModel, load_bundle
+from fraud_core.bundle import BundleError, FraudModel, load_bundle, read_manifest
 
 log = logging.getLogger("fraud_api.serving")
 
@@ -31,6 +31,30 @@ class Served:
     @property
     def version(self) -> str:
         return self.model.version
+
+
+class RefusedBundle(Exception):
+    """A bundle that failed to load or verify; its cause says why."""
+
+    def __init__(self, version: str) -> None:
+        super().__init__(f"model version {version} refused")
+        self.version = version
+
+
+def _load_verified(directory: Path, source: str) -> FraudModel:
+    """The bundle in `directory`, every checksum and the smoke prediction checked."""
+    try:
+        return load_bundle(directory, verify=True)
+    except (BundleError, OSError, ValueError) as exc:
+        raise RefusedBundle(_version_of(directory, fallback=source)) from exc
+
+
+def _version_of(directory: Path, fallback: str) -> str:
+    """The version a bundle's manifest names, however broken the rest; else `fallback`."""
+    try:
+        return str(read_manifest(directory).get("model_version", fallback))
+    except (BundleError, OSError, ValueError):
+        return fallback
 
 
 @dataclass(frozen=True)
@@ -97,7 +121,8 @@ class ModelHolder:
 
     def _load(self, source: str) -> FraudModel:
         if not source.startswith("models:/"):
-            return load_bundle(Path(source), verify=True)
+            # A release folder is named after its version.
+            return _load_verified(Path(source), Path(source).name)
         import mlflow
 
         if self.settings.mlflow_tracking_uri:
@@ -105,7 +130,14 @@ class ModelHolder:
             mlflow.set_registry_uri(self.settings.mlflow_tracking_uri)
         with tempfile.TemporaryDirectory() as tmp:
             local = Path(mlflow.artifacts.download_artifacts(artifact_uri=source, dst_path=tmp))
-            return load_bundle(local / "artifacts" / "bundle", verify=True)
+            return _load_verified(local / "artifacts" / "bundle", source)
+
+    def describe(self, source: str) -> str:
+        """Where `source` is, for a log line: a directory, or the MLflow model (and its alias)."""
+        if not source.startswith("models:/"):
+            return f"directory {source}"
+        uri = self.settings.model_uri or source
+        return f"MLflow {uri} = {source}" if uri != source else f"MLflow {source}"
 
     # -- loading --------------------------------------------------------------------------------
     def refresh(self, force: bool = False) -> ReloadResult:
@@ -115,7 +147,12 @@ class ModelHolder:
             try:
                 source = self._source()
             except Exception as exc:  # an MLflow server that is down must not stop serving
-                return self._refused(f"cannot resolve {self.settings.model_uri}: {exc}")
+                error = f"cannot resolve {self.settings.model_uri}: {exc}"
+                # Said once while it lasts, not on every poll of the watcher.
+                level = logging.DEBUG if error == self.last_error else logging.ERROR
+                result = self._refused(error)
+                log.log(level, "%s; still serving version %s", error, result.version or "none")
+                return result
             if source is None:
                 if current is None:
                     self.last_error = None
@@ -130,28 +167,42 @@ class ModelHolder:
                 )
             try:
                 model = self._load(source)
-            except (BundleError, OSError, ValueError) as exc:
-                self._refused_source = source
-                return self._refused(str(exc))
+            except RefusedBundle as exc:
+                return self._refused_bundle(source, exc.version, exc.__cause__)
+            except (BundleError, OSError, ValueError) as exc:  # fetching it from MLflow
+                return self._refused_bundle(source, source, exc)
             # Single-row requests: one thread is faster than two on a busy machine.
             model.booster.set_param({"nthread": 1})
             served = Served(model, source)
             self._current = served  # the atomic swap: one reference assignment
             self.last_error = None
             self._refused_source = None
-            self.metrics.model_loaded(served.version, previous=current.version if current else None)
-            log.info("serving model %s from %s", served.version, source)
+            previous = current.version if current else None
+            self.metrics.model_loaded(served.version, previous=previous)
+            log.info(
+                "loaded model: from version %s to version %s (source: %s)",
+                previous or "none",
+                served.version,
+                self.describe(source),
+            )
             return ReloadResult(True, served.version)
+
+    def _refused_bundle(self, source: str, version: str, why: BaseException | None) -> ReloadResult:
+        self._refused_source = source
+        result = self._refused(str(why))
+        log.error(
+            "refused model version %s (source: %s), still serving version %s: %s",
+            version,
+            self.describe(source),
+            result.version or "none",
+            why,
+        )
+        return result
 
     def _refused(self, error: str) -> ReloadResult:
         self.last_error = error
         self.metrics.reload_refused()
         current = self._current
-        log.error(
-            "model refused, %s keeps serving: %s",
-            current.version if current else "nothing",
-            error,
-        )
         return ReloadResult(False, current.version if current else None, error)
 
     # -- watching ------------------------------------------------------------------------------
@@ -167,7 +218,11 @@ class ModelHolder:
 
     def _watch(self, interval: float) -> None:
         while not self._stop.wait(interval):
-            self.refresh()
+            try:
+                self.refresh()
+            # What a failed MLflow download raises is MLflow's own; the watcher must outlive it.
+            except Exception:
+                log.exception("model check failed; trying again in %s s", interval)
 
     def stop_watching(self) -> None:
         self._stop.set()

@@ -5,8 +5,10 @@ from __future__ import annotations
 import secrets
 from typing import Annotated
 
-from fastapi import APIRouter, Header, HTTPException, Request, status
+from fastapi import APIRouter, Header, HTTPException, status
 from starlette.concurrency import run_in_threadpool
+
+from api.deps import AppSettings, Holder
 
 router = APIRouter(prefix="/admin", tags=["admin"])
 
@@ -20,10 +22,10 @@ router = APIRouter(prefix="/admin", tags=["admin"])
     },
 )
 async def reload(
-    request: Request, authorization: Annotated[str | None, Header()] = None
+    settings: AppSettings, holder: Holder, authorization: Annotated[str | None, Header()] = None
 ) -> dict[str, object]:
     """Check for a newly promoted model now and load it (verified) if there is one."""
-    token = request.app.state.settings.reload_token
+    token = settings.reload_token
     if not token:
         raise HTTPException(status.HTTP_404_NOT_FOUND, "reload endpoint disabled (no token set)")
     scheme, _, given = (authorization or "").partition(" ")
@@ -37,7 +39,6 @@ async def reload(
         )
     # Not forced: an unchanged production answers `changed: false`; a bundle refused before is
     # tried again here (an operator asking is worth one more attempt).
-    holder = request.app.state.holder
     force = holder.current is None or holder.last_error is not None
     # Loading takes milliseconds to seconds (longer from a remote MLflow): not on the event loop,
     # where it would stall every request in flight.

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import logging
 
-from fastapi import APIRouter, HTTPException, Request, Response, status
+from fastapi import APIRouter, HTTPException, Response, status
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.concurrency import run_in_threadpool
 
+from api.deps import AppMetrics, PredictionLogDep
 from api.prediction_log import PredictionLog
 from api.schemas import FeedbackIn, FeedbackStored
 from fraud_core.prediction_log import (
@@ -57,13 +58,17 @@ def _store(prediction_log: PredictionLog, body: FeedbackIn) -> Feedback:
         503: {"description": "The prediction log is turned off or its database is unreachable"},
     },
 )
-async def feedback(request: Request, response: Response, body: FeedbackIn) -> FeedbackStored:
+async def feedback(
+    response: Response,
+    body: FeedbackIn,
+    prediction_log: PredictionLogDep,
+    metrics: AppMetrics,
+) -> FeedbackStored:
     """Record the true label (`fraud` or `legit`) of a prediction, by its `request_id`.
 
     Labels are final: the same label again answers 200, the other one 409. Nothing is written
     when the answer is an error.
     """
-    prediction_log: PredictionLog | None = request.app.state.prediction_log
     if prediction_log is None:
         raise HTTPException(
             status.HTTP_503_SERVICE_UNAVAILABLE,
@@ -82,7 +87,7 @@ async def feedback(request: Request, response: Response, body: FeedbackIn) -> Fe
             status.HTTP_503_SERVICE_UNAVAILABLE, "the prediction log's database is unreachable"
         ) from exc
     if stored.created:
-        request.app.state.metrics.feedback.labels(label=stored.label).inc()
+        metrics.feedback.labels(label=stored.label).inc()
     else:
         response.status_code = status.HTTP_200_OK
     return FeedbackStored(

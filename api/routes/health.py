@@ -2,18 +2,19 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, HTTPException, Request, Response, status
+from fastapi import APIRouter, HTTPException, Response, status
 from fastapi.responses import JSONResponse
 
+from api.deps import AppMetrics, Holder
 from api.schemas import ModelInfo
 
 router = APIRouter(tags=["operations"])
 
 
 @router.get("/")
-async def root(request: Request) -> dict[str, object]:
+async def root(holder: Holder) -> dict[str, object]:
     """The original health check: the service is up (and which model it serves, if any)."""
-    served = request.app.state.holder.current
+    served = holder.current
     return {
         "status": "ok",
         "service": "fraud-detection-api",
@@ -29,9 +30,8 @@ async def health() -> dict[str, str]:
 
 
 @router.get("/ready", responses={503: {"description": "No model loaded, with the reason"}})
-async def ready(request: Request) -> JSONResponse:
+async def ready(holder: Holder) -> JSONResponse:
     """Readiness: 200 once a model is loaded, 503 with the reason before."""
-    holder = request.app.state.holder
     served = holder.current
     if served is None:
         return JSONResponse(
@@ -42,13 +42,11 @@ async def ready(request: Request) -> JSONResponse:
 
 
 @router.get("/model", response_model=ModelInfo, responses={503: {"description": "No model"}})
-async def model(request: Request) -> ModelInfo:
+async def model(holder: Holder) -> ModelInfo:
     """The served model's manifest: version, MLflow run, data fingerprint, metrics, threshold."""
-    served = request.app.state.holder.current
+    served = holder.current
     if served is None:
-        raise HTTPException(
-            status.HTTP_503_SERVICE_UNAVAILABLE, request.app.state.holder.not_ready_reason()
-        )
+        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, holder.not_ready_reason())
     manifest = served.model.manifest
     return ModelInfo(
         model_version=served.version,
@@ -66,6 +64,6 @@ async def model(request: Request) -> ModelInfo:
 
 
 @router.get("/metrics", include_in_schema=False)
-async def metrics(request: Request) -> Response:
-    body, content_type = request.app.state.metrics.render()
+async def metrics(metrics: AppMetrics) -> Response:
+    body, content_type = metrics.render()
     return Response(body, media_type=content_type)

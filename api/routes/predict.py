@@ -12,7 +12,7 @@ from fastapi import APIRouter, Body, Header, HTTPException, Query, Request, Resp
 from fastapi.exceptions import RequestValidationError
 from pydantic import Field, TypeAdapter, ValidationError
 
-from api.prediction_log import PredictionLog
+from api.deps import AppMetrics, AppSettings, Holder, PredictionLogDep
 from api.schemas import (
     EXAMPLE,
     BatchItem,
@@ -22,7 +22,7 @@ from api.schemas import (
     Prediction,
     Transaction,
 )
-from api.serving import Served
+from api.serving import ModelHolder, Served
 from fraud_core.features import MODEL_FEATURES
 from fraud_core.prediction_log import PredictionRow
 from fraud_core.schema import FEATURE_COLUMNS
@@ -50,12 +50,14 @@ def _request_id(given: str | None, response: Response) -> str:
     return request_id
 
 
-def _served(request: Request) -> Served:
-    served: Served | None = request.app.state.holder.current
+def _served(holder: ModelHolder) -> Served:
+    """The model to score with, taken once per request (a swap never changes it mid-request).
+
+    Called in the route, not as a dependency: an invalid body answers 422 with or without a model.
+    """
+    served = holder.current
     if served is None:
-        raise HTTPException(
-            status.HTTP_503_SERVICE_UNAVAILABLE, request.app.state.holder.not_ready_reason()
-        )
+        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, holder.not_ready_reason())
     return served
 
 
@@ -96,9 +98,12 @@ def _contribution(i: int, row: np.ndarray, values: np.ndarray) -> Contribution:
     responses={503: {"description": "No model loaded yet"}},
 )
 async def predict(
-    request: Request,
     response: Response,
     transaction: Annotated[Transaction, Body(examples=[EXAMPLE])],
+    holder: Holder,
+    settings: AppSettings,
+    metrics: AppMetrics,
+    prediction_log: PredictionLogDep,
     explain: ExplainFlag = False,
     x_request_id: RequestIdHeader = None,
 ) -> Prediction:
@@ -106,13 +111,12 @@ async def predict(
 
     The prediction is logged under `request_id`, which `POST /feedback` takes with the true label.
     """
-    served = _served(request)
+    served = _served(holder)
     request_id = _request_id(x_request_id, response)
     raw = _matrix([transaction])
     probability = float(served.model.predict_proba(raw)[0])
     is_fraud = probability >= served.model.threshold
-    request.app.state.metrics.observe_scores([probability], [is_fraud])
-    prediction_log: PredictionLog | None = request.app.state.prediction_log
+    metrics.observe_scores([probability], [is_fraud])
     if prediction_log is not None:
         # Only a tuple onto a queue here; the database work happens on the log's own thread.
         prediction_log.record(
@@ -134,11 +138,7 @@ async def predict(
         is_fraud=is_fraud,
         threshold=served.model.threshold,
         model_version=served.version,
-        explanation=(
-            _explanations(served, raw, request.app.state.settings.explain_top)[0]
-            if explain
-            else None
-        ),
+        explanation=_explanations(served, raw, settings.explain_top)[0] if explain else None,
     )
 
 
@@ -174,6 +174,10 @@ _BATCH_BODY = {
 async def predict_batch(
     request: Request,
     response: Response,
+    holder: Holder,
+    settings: AppSettings,
+    metrics: AppMetrics,
+    prediction_log: PredictionLogDep,
     explain: ExplainFlag = False,
     x_request_id: RequestIdHeader = None,
 ) -> BatchPrediction:
@@ -188,21 +192,20 @@ async def predict_batch(
         raise RequestValidationError(
             [{**error, "loc": ("body", *error["loc"])} for error in exc.errors()]
         ) from exc
-    limit = request.app.state.settings.max_batch
+    limit = settings.max_batch
     if len(transactions) > limit:
         raise HTTPException(
             status.HTTP_413_CONTENT_TOO_LARGE,
             f"batch of {len(transactions)} transactions is over the limit of {limit}",
         )
-    served = _served(request)
+    served = _served(holder)
     batch_id = _request_id(x_request_id, response)
     item_ids = [f"{batch_id}-{i}" for i in range(len(transactions))]
     raw = _matrix(transactions)
     probabilities = served.model.predict_proba(raw).tolist()
     threshold = served.model.threshold
     decisions = [p >= threshold for p in probabilities]
-    request.app.state.metrics.observe_scores(probabilities, decisions)
-    prediction_log: PredictionLog | None = request.app.state.prediction_log
+    metrics.observe_scores(probabilities, decisions)
     if prediction_log is not None:
         now = datetime.now(UTC)
         prediction_log.record(
@@ -212,7 +215,7 @@ async def predict_batch(
             ]
         )
     explanations: list[Explanation | None] = (
-        list(_explanations(served, raw, request.app.state.settings.explain_top))
+        list(_explanations(served, raw, settings.explain_top))
         if explain
         else [None] * len(probabilities)
     )

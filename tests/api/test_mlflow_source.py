@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import mlflow
@@ -25,7 +26,18 @@ def _log(uri: str, model, version: str, example) -> str:  # type: ignore[no-unty
     return registered
 
 
-def test_the_api_follows_the_champion_alias(tmp_path: Path, make_fraud_model: MakeModel) -> None:
+def _lines(caplog: pytest.LogCaptureFixture, level: int) -> list[str]:
+    return [
+        r.getMessage()
+        for r in caplog.records
+        if r.name == "fraud_api.serving" and r.levelno == level
+    ]
+
+
+def test_the_api_follows_the_champion_alias(
+    tmp_path: Path, make_fraud_model: MakeModel, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="fraud_api")
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     mlflow.set_tracking_uri(uri)
     mlflow.set_experiment(
@@ -53,9 +65,16 @@ def test_the_api_follows_the_champion_alias(tmp_path: Path, make_fraud_model: Ma
         answer = client.post("/predict", json=row).json()
         assert answer["fraud_probability"] == pytest.approx(second.predict_record(row), abs=1e-9)
         assert client.get("/model").json()["source"] == f"models:/{NAME}/2"
+    alias = f"MLflow models:/{NAME}@champion"
+    assert _lines(caplog, logging.INFO) == [
+        f"loaded model: from version none to version v-one (source: {alias} = models:/{NAME}/1)",
+        f"loaded model: from version v-one to version v-two (source: {alias} = models:/{NAME}/2)",
+    ]
 
 
-def test_an_unreachable_registry_leaves_the_api_up_and_not_ready(tmp_path: Path) -> None:
+def test_an_unreachable_registry_leaves_the_api_up_and_not_ready(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     settings = make_settings(
         tmp_path / "no-store",
         FRAUD_MODEL_URI=f"models:/{NAME}@champion",
@@ -66,3 +85,9 @@ def test_an_unreachable_registry_leaves_the_api_up_and_not_ready(tmp_path: Path)
         assert ready.status_code == 503
         assert "cannot resolve models:/fraud-detector@champion" in ready.json()["reason"]
         assert client.get("/health").status_code == 200
+        # Said once, not on every poll while the registry stays down.
+        holder = client.app.state.holder  # type: ignore[attr-defined]
+        holder.refresh()
+    (error,) = _lines(caplog, logging.ERROR)
+    assert error.startswith("cannot resolve models:/fraud-detector@champion: ")
+    assert error.endswith("; still serving version none")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import pytest
 from fastapi.testclient import TestClient
 
@@ -24,6 +26,25 @@ from tests.api.conftest import (
 )
 
 PROBE = transaction(V14=-3.0, V4=2.0, Amount=1.0)
+SERVING_LOG = "fraud_api.serving"
+
+
+def serving_lines(caplog: pytest.LogCaptureFixture, level: int) -> list[str]:
+    """The messages the model holder logged at `level`."""
+    return [r.getMessage() for r in caplog.records if r.name == SERVING_LOG and r.levelno == level]
+
+
+def test_the_first_load_is_logged_with_its_version_and_directory(
+    store: ModelStore, served_model: FraudModel, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="fraud_api")
+    with TestClient(create_app(make_settings(store.root))):
+        pass
+    release = store.releases / V1
+    assert serving_lines(caplog, logging.INFO) == [
+        f"loaded model: from version none to version {V1} (source: directory {release})"
+    ]
+    assert serving_lines(caplog, logging.ERROR) == []
 
 
 def test_reload_is_not_found_when_no_token_is_configured(
@@ -59,17 +80,27 @@ def test_reload_refuses_a_missing_or_wrong_token(
     assert client.get("/model").json()["model_version"] == V1
 
 
-def test_reload_with_nothing_new_keeps_the_version(client: TestClient) -> None:
+def test_reload_with_nothing_new_keeps_the_version(
+    client: TestClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="fraud_api")
     response = client.post("/admin/reload", headers=AUTH)
     assert response.status_code == 200
     assert response.json() == {"changed": False, "model_version": V1}
+    # Nothing loaded, nothing said.
+    assert serving_lines(caplog, logging.INFO) == []
     assert client.post("/predict", json=PROBE).json()["model_version"] == V1
     assert metric(scrape(client), "fraud_api_model_reloads_total", result="loaded") == 1
 
 
 def test_reload_picks_up_a_newly_published_bundle(
-    client: TestClient, store: ModelStore, served_model: FraudModel, make_fraud_model: MakeModel
+    client: TestClient,
+    store: ModelStore,
+    served_model: FraudModel,
+    make_fraud_model: MakeModel,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
+    caplog.set_level(logging.INFO, logger="fraud_api")
     before = client.post("/predict", json=PROBE).json()
     assert before["fraud_probability"] == pytest.approx(
         served_model.predict_record(PROBE), abs=1e-9
@@ -82,6 +113,9 @@ def test_reload_picks_up_a_newly_published_bundle(
     response = client.post("/admin/reload", headers=AUTH)
     assert response.status_code == 200
     assert response.json() == {"changed": True, "model_version": V2}
+    assert serving_lines(caplog, logging.INFO) == [
+        f"loaded model: from version {V1} to version {V2} (source: directory {store.releases / V2})"
+    ]
     after = client.post("/predict", json=PROBE).json()
     assert after["model_version"] == V2
     assert after["fraud_probability"] == pytest.approx(new_model.predict_record(PROBE), abs=1e-9)
@@ -103,7 +137,9 @@ def test_a_corrupt_new_bundle_is_refused_and_the_old_one_keeps_serving(
     served_model: FraudModel,
     make_fraud_model: MakeModel,
     corrupt: str,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
+    caplog.set_level(logging.INFO, logger="fraud_api")
     before = client.post("/predict", json=PROBE).json()
     release = publish(store, make_fraud_model(seed=2), V2)
     CORRUPTIONS[corrupt](release)
@@ -113,6 +149,14 @@ def test_a_corrupt_new_bundle_is_refused_and_the_old_one_keeps_serving(
     detail = response.json()["detail"]
     assert f"still serving {V1}" in detail
     assert str(release) in detail
+    # The refused version, where it was, why, and what still serves.
+    (refusal,) = serving_lines(caplog, logging.ERROR)
+    why = "sha256" if "byte" in corrupt else "smoke prediction"
+    assert refusal.startswith(
+        f"refused model version {V2} (source: directory {release}), still serving version {V1}: "
+    )
+    assert why in refusal
+    assert serving_lines(caplog, logging.INFO) == []
 
     after = client.post("/predict", json=PROBE).json()
     # The same answer; only the request id is new (each request gets its own).
@@ -134,12 +178,17 @@ def test_a_corrupt_new_bundle_is_refused_and_the_old_one_keeps_serving(
     for _ in range(3):
         assert holder.refresh().version == V1
     assert metric(scrape(client), "fraud_api_model_reloads_total", result="refused") == 1
+    assert len(serving_lines(caplog, logging.ERROR)) == 1
     # ...but an operator's reload tries it once more, and a refusal counts again.
     assert client.post("/admin/reload", headers=AUTH).status_code == 409
     assert metric(scrape(client), "fraud_api_model_reloads_total", result="refused") == 2
+    assert serving_lines(caplog, logging.ERROR) == [refusal, refusal]
     # A good bundle published after is taken.
     publish(store, make_fraud_model(seed=3), V3)
     response = client.post("/admin/reload", headers=AUTH)
     assert response.status_code == 200
     assert response.json()["model_version"] == V3
+    assert serving_lines(caplog, logging.INFO) == [
+        f"loaded model: from version {V1} to version {V3} (source: directory {store.releases / V3})"
+    ]
     assert client.post("/predict", json=PROBE).json()["model_version"] == V3
