@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from fraud_core.settings import DEFAULT_PREDICTION_LOG_URL, PROJECT_ROOT
@@ -17,6 +18,9 @@ class Settings(BaseSettings):
 
     #: The model store whose `production` bundle is served.
     models_dir: Path = Field(PROJECT_ROOT / "models", validation_alias="FRAUD_MODELS_DIR")
+    #: A second place the store may be mounted (the image: /models, beside /app/models): used
+    #: instead of `models_dir` when only it holds a production bundle, or only it is a mount point.
+    models_dir_fallback: Path | None = Field(None, validation_alias="FRAUD_MODELS_DIR_FALLBACK")
     #: Serve an MLflow model instead, e.g. `models:/fraud-detector@champion` (needs MLflow access).
     model_uri: str | None = Field(None, validation_alias="FRAUD_MODEL_URI")
     mlflow_tracking_uri: str | None = Field(None, validation_alias="MLFLOW_TRACKING_URI")
@@ -49,3 +53,26 @@ class Settings(BaseSettings):
     prediction_log_shutdown_timeout_s: float = Field(
         10.0, ge=0, validation_alias="FRAUD_PREDICTION_LOG_SHUTDOWN_TIMEOUT_S"
     )
+
+    @model_validator(mode="after")
+    def _follow_the_mount(self) -> Settings:
+        self.models_dir = resolve_models_dir(self.models_dir, self.models_dir_fallback)
+        return self
+
+
+def resolve_models_dir(primary: Path, fallback: Path | None) -> Path:
+    """Where the store is: `primary`, unless only `fallback` has a production bundle or, with
+    neither holding one yet, only `fallback` is a mount point (what the user mounted, empty so far).
+
+    Decided once, at start: the image's default is /app/models (the original system's
+    `-v ./models:/app/models`) and /models (this platform's compose files) keeps working.
+    """
+    if fallback is None or fallback == primary:
+        return primary
+    if (primary / "production").exists():
+        return primary
+    if (fallback / "production").exists():
+        return fallback
+    if os.path.ismount(fallback) and not os.path.ismount(primary):
+        return fallback
+    return primary
