@@ -5,27 +5,24 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
-import httpx
 import pytest
 
 from airflow_bridge.dagster_client import DagsterClient
+from servicectl.health import dagster_webserver_ready, log_tails, wait_until
+from servicectl.process import running
 from tests.conftest import SMALL_FRAUD_RATE, SMALL_ROWS, free_port
-from tests.processes import running, tail
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 #: The webserver loads the code location (mlflow, xgboost, scikit-learn) before it serves.
 START_TIMEOUT_S = 180.0
 JOB = "weekly_retrain_job"
-
-_LOCATION_QUERY = """{ workspaceOrError { __typename ... on Workspace { locationEntries {
-  name loadStatus locationOrLoadError { __typename ... on PythonError { message } } } } } }"""
 
 
 @dataclass(frozen=True)
@@ -35,7 +32,7 @@ class DagsterServer:
     logs: tuple[Path, ...]
 
     def log_tails(self) -> str:
-        return "\n".join(f"--- {log.name}\n{tail(log)}" for log in self.logs)
+        return log_tails(self.logs, 40)
 
 
 def client_for(server: DagsterServer) -> DagsterClient:
@@ -59,31 +56,6 @@ def server_env(root: Path) -> dict[str, str]:
     return env
 
 
-def _wait_until_serving(url: str, proc: subprocess.Popen[bytes], logs: Callable[[], str]) -> None:
-    deadline = time.monotonic() + START_TIMEOUT_S
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            pytest.fail(f"dagster-webserver exited with {proc.returncode}:\n{logs()}")
-        try:
-            if httpx.get(f"{url}/server_info", timeout=2).status_code == 200:
-                break
-        except httpx.TransportError:
-            pass
-        time.sleep(0.5)
-    else:
-        pytest.fail(f"dagster-webserver not serving within {START_TIMEOUT_S:.0f}s:\n{logs()}")
-    while time.monotonic() < deadline:
-        body = httpx.post(f"{url}/graphql", json={"query": _LOCATION_QUERY}, timeout=10).json()
-        (entry,) = body["data"]["workspaceOrError"]["locationEntries"]
-        loaded = entry["locationOrLoadError"]
-        if loaded and loaded["__typename"] == "PythonError":
-            pytest.fail(f"code location {entry['name']} failed to load: {loaded['message']}")
-        if entry["loadStatus"] == "LOADED" and loaded:
-            return
-        time.sleep(0.5)
-    pytest.fail(f"code location not loaded within {START_TIMEOUT_S:.0f}s:\n{logs()}")
-
-
 @contextmanager
 def dagster_server(root: Path, *, daemon: bool) -> Iterator[DagsterServer]:
     """`dagster-webserver -w workspace.yaml` (and `dagster-daemon run`) with state under `root`."""
@@ -104,7 +76,8 @@ def dagster_server(root: Path, *, daemon: bool) -> Iterator[DagsterServer]:
         webserver = stack.enter_context(
             running([*web, "-p", str(port)], cwd=REPO_ROOT, env=env, log=web_log)
         )
-        _wait_until_serving(url, webserver, server.log_tails)
+        ready = partial(dagster_webserver_ready, url)
+        wait_until("dagster-webserver", ready, START_TIMEOUT_S, logs=[web_log], process=webserver)
         if daemon:
             # Only now: started together on a new DAGSTER_HOME, both create the SQLite storage
             # and stamp its schema version twice, and the code location then fails to load

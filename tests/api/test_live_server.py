@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,9 +22,10 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from fraud_core.bundle import CLASSIFIER
 from fraud_core.store import ModelStore
+from servicectl.health import http_probe, wait_until
+from servicectl.process import running
 from tests.api.conftest import MakeModel, flip_byte, manifest, publish, transaction
 from tests.conftest import free_port
-from tests.processes import running, tail
 
 pytestmark = pytest.mark.slow
 
@@ -44,17 +46,8 @@ class LiveServer:
     log: Path
 
 
-def _wait_until(condition: object, timeout: float, what: str, log: Path) -> None:
-    assert callable(condition)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if condition():
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.1)
-    pytest.fail(f"{what} not within {timeout:.0f}s; server log:\n{tail(log)}")
+def _wait_until(condition: Callable[[], bool], timeout: float, what: str, log: Path) -> None:
+    wait_until(what, condition, timeout, logs=[log], interval_s=0.1)
 
 
 def _served_version(url: str) -> str | None:
@@ -69,6 +62,13 @@ def _samples(url: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
         for family in text_string_to_metric_families(text)
         for sample in family.samples
     }
+
+
+def _swaps(log: Path) -> list[tuple[str, str, str]]:
+    """(from version, to version, source) of each model load the server logged."""
+    text = log.read_text(errors="replace")
+    pattern = r"loaded model: from version (\S+) to version (\S+) \(source: directory (\S+)\)"
+    return re.findall(pattern, text)
 
 
 def _refusals(url: str) -> float:
@@ -96,13 +96,8 @@ def live_server(
     command += ["--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"]
     # cwd: the app reads `.env` from its working directory; the project's must not apply.
     with running(command, cwd=root, env=env, log=log) as proc:
-
-        def ready() -> bool:
-            if proc.poll() is not None:
-                pytest.fail(f"uvicorn exited with {proc.returncode}:\n{tail(log)}")
-            return httpx.get(f"{url}/ready", timeout=2).status_code == 200
-
-        _wait_until(ready, START_TIMEOUT_S, "/ready answering 200", log)
+        ready = http_probe(f"{url}/ready", timeout_s=2)
+        wait_until("uvicorn /ready", ready, START_TIMEOUT_S, logs=[log], process=proc)
         yield LiveServer(url, store, log)
 
 
@@ -201,6 +196,14 @@ def test_hot_reload_under_load_drops_nothing_and_serves_only_published_versions(
     }
     assert info == {last: 1.0}
 
+    # uvicorn configures only its own loggers: the API's own lines are printed all the same, one
+    # for each load, each from the version before it.
+    swaps = _swaps(live_server.log)
+    assert swaps[0][:2] == ("none", "live-000")
+    assert [old for old, _, _ in swaps[1:]] == [new for _, new, _ in swaps[:-1]]
+    assert swaps[-1] == (swaps[-2][1], last, str(store.releases / last))
+    assert len(swaps) >= 3
+
 
 def test_a_corrupt_bundle_in_production_is_refused_and_serving_goes_on(
     live_server: LiveServer, make_fraud_model: MakeModel
@@ -233,4 +236,8 @@ def test_a_corrupt_bundle_in_production_is_refused_and_serving_goes_on(
     samples = _samples(url)
     assert samples[("fraud_api_model_info", frozenset({("model_version", good)}))] == 1.0
     assert samples[("fraud_api_model_reloads_total", frozenset({("result", "refused")}))] >= 1
-    assert "corrupt-01" in live_server.log.read_text(errors="replace")
+    text = live_server.log.read_text(errors="replace")
+    refused = (
+        f"ERROR fraud_api.serving: refused model version corrupt-01 (source: directory {release})"
+    )
+    assert f"{refused}, still serving version {good}: " in text

@@ -1,20 +1,19 @@
-"""End-to-end fixtures: a real MLflow tracking server on a fresh PostgreSQL database."""
+"""Fixtures of the graph: a real MLflow server on fresh PostgreSQL; shared trained state."""
 
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
 import pytest
 
+from servicectl.health import http_probe, wait_until
+from servicectl.process import running
 from tests.conftest import free_port, fresh_database
-from tests.processes import running, stop, tail
+from tests.fraud_assets.trained import trained, trained_weak  # noqa: F401 (shared fixtures)
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 VENV_BIN = Path(sys.executable).parent
@@ -28,21 +27,6 @@ class MlflowServer:
     backend_store_uri: str
     artifacts_dir: Path
     log: Path
-
-
-def _wait_healthy(proc: subprocess.Popen[bytes], url: str, log: Path) -> None:
-    deadline = time.monotonic() + SERVER_START_TIMEOUT_S
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            pytest.fail(f"mlflow server exited with {proc.returncode}:\n{tail(log)}")
-        try:
-            if httpx.get(f"{url}/health", timeout=2).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.5)
-    stop(proc)
-    pytest.fail(f"mlflow server not healthy after {SERVER_START_TIMEOUT_S:.0f}s:\n{tail(log)}")
 
 
 @pytest.fixture(scope="module")
@@ -76,5 +60,6 @@ def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MlflowSe
         ]
         # cwd: anything the server writes by default lands there, not in the repo.
         with running(command, cwd=root, env=env, log=log) as proc:
-            _wait_healthy(proc, url, log)
+            probe = http_probe(f"{url}/health", timeout_s=2)
+            wait_until("mlflow server", probe, SERVER_START_TIMEOUT_S, logs=[log], process=proc)
             yield MlflowServer(url, backend, artifacts, log)

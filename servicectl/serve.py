@@ -1,0 +1,156 @@
+"""`make serve`: the API on :8000, the Dagster UI on :3000, the MLflow UI on :5000, until Ctrl-C.
+
+Serves what `make demo` built, on the embedded defaults. Ports come from FRAUD_API_PORT,
+DAGSTER_PORT and MLFLOW_PORT; a busy port is refused with a message (the API's ends the start).
+Logs go to `.logs/`. Ctrl-C (or SIGTERM) stops all three and every process they started.
+
+    python -m servicectl.serve
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from functools import partial
+from pathlib import Path
+from types import FrameType
+
+import httpx
+
+from servicectl.health import http_get, wait_until
+from servicectl.process import INTERRUPT, ServiceError, port_in_use, start, stop_all, tail
+
+REPO = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+HOST = "127.0.0.1"
+LOGS = REPO / ".logs"
+READY_TIMEOUT_S = 90.0
+UI_TIMEOUT_S = 120.0
+_EXAMPLE = "import json; from api.schemas import EXAMPLE; print(json.dumps(EXAMPLE))"
+
+
+class _Stopped(Exception):
+    """Ctrl-C or SIGTERM: stop everything and exit 130, as the shell script did."""
+
+
+def _on_signal(signum: int, frame: FrameType | None) -> None:
+    raise _Stopped
+
+
+def _ok(url: str) -> bool:
+    """What `curl -f` calls success: an answer below 400."""
+    response = http_get(url)
+    return response is not None and response.status_code < 400
+
+
+def serve() -> int:
+    api_port = int(os.environ.get("FRAUD_API_PORT") or 8000)
+    dagster_port = int(os.environ.get("DAGSTER_PORT") or 3000)
+    mlflow_port = int(os.environ.get("MLFLOW_PORT") or 5000)
+    env = dict(os.environ)
+    env["DAGSTER_HOME"] = env.get("DAGSTER_HOME") or str(REPO / ".dagster_home")
+    env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"
+    LOGS.mkdir(exist_ok=True)
+    if not (Path(env["DAGSTER_HOME"]) / "dagster.yaml").exists():
+        python = [str(BIN / "python"), "-m", "fraud_assets.instance"]
+        subprocess.run(python, cwd=REPO, env=env, check=True)
+
+    procs: list[subprocess.Popen[bytes]] = []
+
+    def launch(name: str, port: int, command: list[str]) -> bool:
+        if port_in_use(port, HOST):
+            print(f"port {port} is in use: {name} not started (set its port variable to move it)")
+            return False
+        argv = [str(BIN / command[0]), *command[1:]]
+        procs.append(start(argv, cwd=REPO, env=env, log=LOGS / f"{name}.log"))
+        return True
+
+    tracking = env.get("MLFLOW_TRACKING_URI") or f"sqlite:///{REPO / 'mlflow.db'}"
+    mlflow = ["mlflow", "ui", "--backend-store-uri", tracking, "--host", HOST]
+    dagster = ["dagster", "dev", "-m", "fraud_assets.definitions", "-h", HOST]
+    api = ["uvicorn", "api.main:app", "--host", HOST, "--no-access-log"]
+    try:
+        launch("mlflow", mlflow_port, [*mlflow, "--port", str(mlflow_port)])
+        launch("dagster", dagster_port, [*dagster, "-p", str(dagster_port)])
+        # Without the API there is nothing to serve; the UIs alone are `make ui` / `make mlflow-ui`.
+        if not launch("api", api_port, [*api, "--port", str(api_port)]):
+            return 1
+        return _report(api_port, dagster_port, mlflow_port, env, procs)
+    except _Stopped:
+        return 130
+    finally:
+        # SIGINT first: `dagster dev` shuts its webserver and daemon down on it, not on SIGTERM.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        stop_all(procs, signals=INTERRUPT)
+
+
+def _report(
+    api_port: int,
+    dagster_port: int,
+    mlflow_port: int,
+    env: dict[str, str],
+    procs: list[subprocess.Popen[bytes]],
+) -> int:
+    """Wait for the API, show a working request and its answer, then wait for the UIs."""
+    api = f"http://{HOST}:{api_port}"
+    try:
+        wait_until("the API", partial(_ok, f"{api}/ready"), READY_TIMEOUT_S)
+    except ServiceError:
+        seconds = f"{READY_TIMEOUT_S:.0f} s"
+        print(f"the API is not ready after {seconds}; its log (.logs/api.log) ends with:")
+        print(tail(LOGS / "api.log", 20))
+        answer = http_get(f"{api}/ready")
+        print(answer.text if answer is not None else f"curl: (7) Failed to connect to {api}")
+        return 1
+    body = subprocess.run(
+        [str(BIN / "python"), "-c", _EXAMPLE],
+        cwd=REPO,
+        env=env,
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
+    curl = f"curl -s -X POST {api}/predict -H 'content-type: application/json' -d '{body}'"
+    answer = httpx.post(
+        f"{api}/predict", content=body, headers={"content-type": "application/json"}, timeout=30
+    )
+    print()
+    print("== Serving ==")
+    print(f"API:        {api}/docs   (model: {api}/model)")
+    print(f"Dagster UI: http://{HOST}:{dagster_port}   (starting; log: .logs/dagster.log)")
+    print(f"MLflow UI:  http://{HOST}:{mlflow_port}   (starting; log: .logs/mlflow.log)")
+    print()
+    print("Score a transaction:")
+    print(f"  {curl}")
+    print(f"  -> {answer.text.rstrip()}")
+    print()
+    for name, port, log in (
+        ("Dagster UI", dagster_port, "dagster"),
+        ("MLflow UI", mlflow_port, "mlflow"),
+    ):
+        try:
+            wait_until(name, partial(_ok, f"http://{HOST}:{port}/"), UI_TIMEOUT_S)
+            print(f"{name} is up on http://{HOST}:{port}")
+        except ServiceError:
+            print(f"{name} did not come up; .logs/{log}.log ends with:")
+            print(tail(LOGS / f"{log}.log", 5))
+    print("Ctrl-C stops all three.", flush=True)
+    while any(p.poll() is None for p in procs):
+        time.sleep(0.5)
+    code = procs[-1].returncode or 0
+    return code if code >= 0 else 128 - code
+
+
+def main() -> int:
+    sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]
+    signal.signal(signal.SIGINT, _on_signal)
+    signal.signal(signal.SIGTERM, _on_signal)
+    return serve()
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
