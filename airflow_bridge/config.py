@@ -1,6 +1,6 @@
 """Settings of the Airflow side, from the environment (and `.env`); no airflow import.
 
-The DAG reads them when the dag-processor parses the file (schedule timezone, poke interval,
+The DAG reads them when the dag-processor parses the file (schedule timezone, poll interval,
 timeouts, retries) and again in each task. Every variable is listed in `.env.example`.
 """
 
@@ -25,10 +25,9 @@ class BridgeSettings(BaseSettings):
 
     #: IANA name of the zone that "Sunday 02:00" is read in.
     timezone: str = "UTC"
-    #: Seconds between two pokes of a stage; the worker slot is free in between.
-    poke_interval_s: float = Field(60.0, gt=0)
-    #: Seconds one poke follows the Dagster run before it gives the worker slot back.
-    poke_wait_s: float = Field(30.0, ge=0)
+    #: Seconds between two status polls of a stage's Dagster run, in the triggerer: a stage
+    #: ends within about this long of its run.
+    poll_interval_s: float = Field(5.0, gt=0)
     #: A stage that has not finished after this many seconds fails (training included).
     stage_timeout_s: float = Field(6 * 3600.0, gt=0)
     #: A run still queued after this many seconds fails: no Dagster daemon is dequeuing runs.

@@ -1,26 +1,22 @@
 """The weekly retrain's stages and what they report; plain Python, no airflow import.
 
 Each stage of the original contract (validate, train, evaluate and compare, deploy if better) is
-an asset selection of Dagster's `weekly_retrain_job`. `follow` launches a stage's run once per
+an asset selection of Dagster's `weekly_retrain_job`. `launch` starts a stage's run once per
 Airflow task (the idempotency key leaves out the try number, so a retry finds the run already
-going) and turns the finished run into a `StageOutcome` that the task keeps in XCom for `notify`
-(`airflow_bridge.message` words it).
+going); the triggerer follows it (`dagster_poller.watch_run`), and `resolve` turns how it ended
+into a `StageOutcome` that the task keeps in XCom for `notify` (`airflow_bridge.message` words
+it). `stage_problems` ties the stages to the Dagster job's asset selection.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
-from airflow_bridge.dagster_client import (
-    IDEMPOTENCY_TAG,
-    DagsterClient,
-    RunQueuedTooLong,
-    RunReport,
-    RunTimedOut,
-)
+from airflow_bridge.dagster_client import DagsterClient
+from airflow_bridge.dagster_results import ERRORS, DagsterError, RunReport
 
 JOB_NAME = "weekly_retrain_job"
 
@@ -56,6 +52,39 @@ DEPLOY = Stage(
     "Compare with production on the same rows; publish and move the MLflow alias only if better.",
 )
 STAGES: tuple[Stage, ...] = (VALIDATE, TRAIN, EVALUATE, DEPLOY)
+
+
+def stage_problems(
+    stages: Sequence[Stage], job_assets: Mapping[str, Collection[str]], job: str = JOB_NAME
+) -> list[str]:
+    """What keeps `stages` from being the job's assets split in order; empty when nothing does.
+
+    `job_assets` maps each asset key of the job's selection to the keys it depends on. Every
+    asset must be in exactly one stage, and no stage may depend on an asset of a later stage
+    (that stage would run before its input is materialized).
+    """
+    problems: list[str] = []
+    stage_of: dict[str, int] = {}
+    for index, stage in enumerate(stages):
+        for asset in stage.assets:
+            if asset in stage_of:
+                first = stages[stage_of[asset]].task_id
+                problems.append(f"{asset} is in two stages: {first} and {stage.task_id}")
+                continue
+            stage_of[asset] = index
+            if asset not in job_assets:
+                problems.append(f"{stage.task_id} selects {asset}, which {job} does not hold")
+    for asset in sorted(set(job_assets) - set(stage_of)):
+        problems.append(f"{job} holds {asset}, which no stage selects")
+    for asset, index in stage_of.items():
+        for upstream in sorted(job_assets.get(asset, ())):
+            if stage_of.get(upstream, -1) > index:
+                problems.append(
+                    f"{asset} ({stages[index].task_id}) depends on {upstream}, which the later "
+                    f"stage {stages[stage_of[upstream]].task_id} materializes"
+                )
+    return problems
+
 
 OutcomeState = Literal["success", "blocked", "failed"]
 
@@ -111,7 +140,7 @@ class StageFailed(Exception):
 
 
 def idempotency_key(dag_id: str, run_id: str, task_id: str) -> str:
-    """The key of a stage's Dagster run: the same for every try and poke of one Airflow task."""
+    """The key of a stage's Dagster run: the same for every try of one Airflow task."""
     return f"airflow:{dag_id}:{run_id}:{task_id}"
 
 
@@ -120,64 +149,40 @@ def run_tags(dag_id: str, run_id: str, task_id: str) -> dict[str, str]:
     return {"airflow/dag_id": dag_id, "airflow/run_id": run_id, "airflow/task_id": task_id}
 
 
-def follow(
-    client: DagsterClient,
-    stage: Stage,
-    *,
-    dag_id: str,
-    run_id: str,
-    first_poke: bool,
-    elapsed_s: float,
-    wait_s: float,
-    queued_timeout_s: float,
-    stage_timeout_s: float,
-) -> StageOutcome | None:
-    """One poke: launch the stage's run or find it again, follow it up to `wait_s` seconds.
+def launch(client: DagsterClient, stage: Stage, *, dag_id: str, run_id: str) -> str:
+    """The stage's Dagster run: the one this Airflow task launched before, else a new one.
 
-    The first poke of a try calls `launch_or_find`: it reuses a run with the key that is queued,
-    running or done (a retry follows its earlier run) and launches one otherwise (also when the
-    earlier one failed). Later pokes follow the newest run with the key, whatever its state, so a
-    run that fails between two pokes is reported, not launched again. `elapsed_s` is the time
-    since the try's first poke, which the time-outs count from.
-
-    Returns the outcome once the run succeeded, None while it runs; raises `StageFailed` when it
-    failed, was blocked by a check, stayed queued too long or ran past `stage_timeout_s`.
+    `launch_or_find` reuses a run with the key that is queued, running or done (a retry follows
+    its earlier run) and launches one otherwise (also when the earlier one failed).
     """
-    key = idempotency_key(dag_id, run_id, stage.task_id)
-    earlier = [] if first_poke else client.find_runs({IDEMPOTENCY_TAG: key})
-    if earlier:
-        dagster_run_id = earlier[0].run_id
-    else:
-        dagster_run_id = client.launch_or_find(
-            JOB_NAME,
-            idempotency_key=key,
-            asset_selection=list(stage.assets),
-            tags=run_tags(dag_id, run_id, stage.task_id),
-        )
-    try:
-        state = client.wait(
-            dagster_run_id,
-            poll_s=min(5.0, max(wait_s, 0.5)),
-            timeout_s=wait_s,
-            queued_timeout_s=max(queued_timeout_s - elapsed_s, 0.0),
-        )
-    except RunQueuedTooLong as exc:
+    return client.launch_or_find(
+        JOB_NAME,
+        idempotency_key=idempotency_key(dag_id, run_id, stage.task_id),
+        asset_selection=list(stage.assets),
+        tags=run_tags(dag_id, run_id, stage.task_id),
+    )
+
+
+def resolve(
+    client: DagsterClient, stage: Stage, event: Mapping[str, Any], *, stage_timeout_s: float
+) -> StageOutcome:
+    """The outcome of a stage from how following its run ended (`dagster_poller.RunEvent`).
+
+    Returns the outcome once the run succeeded; raises `StageFailed` when it failed, was blocked
+    by a check, stayed queued too long or ran past `stage_timeout_s`, and the `DagsterError`
+    named by the event when Dagster could not be asked (the task's retries are for that).
+    """
+    dagster_run_id = str(event["run_id"])
+    kind = event["event"]
+    if kind == "queued_too_long":
         raise StageFailed(
-            StageOutcome(stage.task_id, "failed", dagster_run_id, error=str(exc))
-        ) from exc
-    except RunTimedOut as exc:
-        if elapsed_s + wait_s < stage_timeout_s:
-            return None
-        raise StageFailed(
-            StageOutcome(
-                stage.task_id,
-                "failed",
-                dagster_run_id,
-                error=f"{exc} (FRAUD_AIRFLOW_STAGE_TIMEOUT_S={stage_timeout_s:g} s reached)",
-            )
-        ) from exc
-    if not state.finished:  # `wait` returns finished states only; this guards the contract
-        return None
+            StageOutcome(stage.task_id, "failed", dagster_run_id, error=str(event["message"]))
+        )
+    if kind == "timed_out":
+        error = f"{event['message']} (FRAUD_AIRFLOW_STAGE_TIMEOUT_S={stage_timeout_s:g} s reached)"
+        raise StageFailed(StageOutcome(stage.task_id, "failed", dagster_run_id, error=error))
+    if kind != "finished":
+        raise ERRORS.get(str(event.get("error")), DagsterError)(str(event["message"]))
     outcome = outcome_from_report(stage, client.report(dagster_run_id))
     if outcome.state != "success":
         raise StageFailed(outcome)

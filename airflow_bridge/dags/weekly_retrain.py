@@ -8,7 +8,7 @@ through the Dagster webserver's GraphQL API and follows it. Airflow never import
 
 | task | Dagster assets (their checks run with them) |
 | --- | --- |
-| `validate_data` | `raw_transactions`, `transaction_splits`: schema, labels, frauds per split |
+| `validate_data` | `labelled_transactions`, `raw_transactions`, `transaction_splits` |
 | `train` | `anomaly_scores`, `fraud_model` (logged to MLflow) |
 | `evaluate_and_compare` | `evaluation_report`: test-split metrics, quality-floor check |
 | `deploy_if_better` | `promoted_model`: beats production on the same rows? then published |
@@ -19,21 +19,22 @@ through the Dagster webserver's GraphQL API and follows it. Airflow never import
 *success*: the decision is in the `deploy_if_better` XCom and in the message. `notify` fails the
 run (after sending) whenever a stage did not succeed, so the run's state is the pipeline's.
 
-**Waiting without holding a worker.** Each stage is a sensor in *reschedule* mode: one poke
-launches the Dagster run (or finds it again), follows it for `FRAUD_AIRFLOW_POKE_WAIT_S` seconds
-and, if it is still running, gives its worker slot back for `FRAUD_AIRFLOW_POKE_INTERVAL_S`.
-A stage fails after `FRAUD_AIRFLOW_STAGE_TIMEOUT_S`, or after `FRAUD_AIRFLOW_QUEUED_TIMEOUT_S`
-if its run never leaves Dagster's queue (no Dagster daemon running). Why a sensor and not a
-deferrable operator: it frees the slot just as well for a stage that takes minutes to hours, works
-with the plain HTTP client, and needs no triggerer process running beside the scheduler.
+**Waiting without holding a worker.** Each stage is deferrable: its task launches the Dagster
+run (or finds it again) and hands it to Airflow's **triggerer**, which polls the run's status
+every `FRAUD_AIRFLOW_POLL_INTERVAL_S` seconds (default 5) with no worker slot held; the task
+resumes within a poll of the run's end and reports it, so a stage's duration is its run's. A
+stage fails after `FRAUD_AIRFLOW_STAGE_TIMEOUT_S`, or after `FRAUD_AIRFLOW_QUEUED_TIMEOUT_S` if
+its run never leaves Dagster's queue (no Dagster daemon running). The triggerer must run beside
+the scheduler (`airflow triggerer`; `make stack` and the compose files start it).
 
 **Idempotent.** The Dagster run of a stage carries the key `airflow:<dag_id>:<run_id>:<task_id>`
-(no try number): every poke, and a retry after an error reaching Dagster, follows the run already
+(no try number): a retry after an error reaching Dagster follows the run already
 launched instead of starting a second one. A stage whose Dagster run failed (or was blocked by a
 check) fails at once, without automatic retries; clearing the task in the UI launches a new
 Dagster run, since a failed run is never reused.
 
-**Configuration** (environment of the dag-processor and workers, see `.env.example`): the Dagster
+**Configuration** (environment of the dag-processor and workers, see `.env.example`; the
+triggerer needs only airflow_bridge on its path): the Dagster
 webserver from the Airflow connection `dagster_default` if it exists
 (`AIRFLOW_CONN_DAGSTER_DEFAULT='http://127.0.0.1:3000?location=fraud_assets'`), else
 `DAGSTER_WEBSERVER_URL` and `DAGSTER_CODE_LOCATION`; Slack from `FRAUD_SLACK_WEBHOOK_URL` or the
@@ -43,93 +44,28 @@ connection `slack_webhook_default`; e-mail from `FRAUD_SMTP_*` or the connection
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
-from airflow.sdk import (
-    Connection,
-    CronTriggerTimetable,
-    PokeReturnValue,
-    TriggerRule,
-    dag,
-    get_current_context,
-    task,
-)
+from airflow.sdk import CronTriggerTimetable, TriggerRule, dag, get_current_context, task
 from airflow.sdk.configuration import conf
-from airflow.sdk.exceptions import AirflowFailException, AirflowNotFoundException
+from airflow.sdk.exceptions import AirflowFailException
 
 import fraud_notify as notify
 from airflow_bridge import config, connections, message, pipeline
-from airflow_bridge.dagster_client import DagsterClient, DagsterError
+from airflow_bridge.stage_operator import DagsterStageOperator, connection
 
 SETTINGS = config.BridgeSettings()
 
 
-def _connection(conn_id: str) -> Connection | None:
-    try:
-        return Connection.get(conn_id)
-    except AirflowNotFoundException:
-        return None
-
-
-def _dagster_client() -> DagsterClient:
-    """The connection `dagster_default` when there is one, else the environment."""
-    conn = _connection("dagster_default")
-    if conn is None:
-        return DagsterClient.from_env()
-    url, location = config.dagster_from_connection(
-        conn_type=conn.conn_type,
-        host=conn.host,
-        port=conn.port,
-        schema=conn.schema,
-        extra=conn.extra_dejson,
+def _stage_task(stage: pipeline.Stage) -> DagsterStageOperator:
+    """A deferrable task that runs one stage in Dagster and keeps its outcome in XCom."""
+    return DagsterStageOperator(
+        stage=stage,
+        poll_interval_s=SETTINGS.poll_interval_s,
+        stage_timeout_s=SETTINGS.stage_timeout_s,
+        queued_timeout_s=SETTINGS.queued_timeout_s,
     )
-    return DagsterClient(url, location=location)
-
-
-def _stage_task(stage: pipeline.Stage) -> Any:
-    """A reschedule-mode sensor that runs one stage in Dagster and keeps its outcome in XCom."""
-
-    @task.sensor(
-        task_id=stage.task_id,
-        doc_md=stage.summary,
-        mode="reschedule",
-        poke_interval=SETTINGS.poke_interval_s,
-        # A backstop: `follow` fails the stage with its own message at stage_timeout_s.
-        timeout=SETTINGS.stage_timeout_s + SETTINGS.poke_interval_s + SETTINGS.poke_wait_s,
-    )
-    def run_stage() -> PokeReturnValue:
-        context = get_current_context()
-        ti = context["ti"]
-        # Reschedules are counted per try: 0 means the first poke of this try.
-        first_poke = context.get("task_reschedule_count", 0) == 0
-        started = None if first_poke else ti.get_first_reschedule_date(context)
-        elapsed_s = (datetime.now(UTC) - started).total_seconds() if started else 0.0
-        try:
-            with _dagster_client() as client:
-                outcome = pipeline.follow(
-                    client,
-                    stage,
-                    dag_id=ti.dag_id,
-                    run_id=ti.run_id,
-                    first_poke=first_poke,
-                    elapsed_s=elapsed_s,
-                    wait_s=SETTINGS.poke_wait_s,
-                    queued_timeout_s=SETTINGS.queued_timeout_s,
-                    stage_timeout_s=SETTINGS.stage_timeout_s,
-                )
-        except pipeline.StageFailed as exc:
-            ti.xcom_push("return_value", exc.outcome.as_xcom())
-            raise AirflowFailException(str(exc)) from exc
-        except DagsterError as exc:
-            # Retried (Dagster may be back); the next try clears this and follows the same run.
-            ti.xcom_push("return_value", pipeline.failure_outcome(stage, exc).as_xcom())
-            raise
-        if outcome is None:
-            return PokeReturnValue(is_done=False)
-        return PokeReturnValue(is_done=True, xcom_value=outcome.as_xcom())
-
-    return run_stage
 
 
 @task(task_id="notify", trigger_rule=TriggerRule.ALL_DONE, retries=0, multiple_outputs=False)
@@ -169,7 +105,7 @@ def _slack() -> notify.SlackConfig | None:
     settings = notify.NotifySettings()
     if settings.slack_webhook_url:
         return notify.slack_from_settings(settings)
-    conn = _connection("slack_webhook_default")
+    conn = connection("slack_webhook_default")
     if conn is None:
         return None
     return connections.slack_from_connection(
@@ -181,7 +117,7 @@ def _smtp() -> notify.SmtpConfig | None:
     settings = notify.NotifySettings()
     if settings.smtp_host:
         return notify.smtp_from_settings(settings)
-    conn = _connection("smtp_default")
+    conn = connection("smtp_default")
     if conn is None:
         return None
     return connections.smtp_from_connection(
@@ -210,10 +146,10 @@ def _smtp() -> notify.SmtpConfig | None:
     },
 )
 def weekly_retrain() -> None:
-    validate_data = _stage_task(pipeline.VALIDATE)()
-    train = _stage_task(pipeline.TRAIN)()
-    evaluate_and_compare = _stage_task(pipeline.EVALUATE)()
-    deploy_if_better = _stage_task(pipeline.DEPLOY)()
+    validate_data = _stage_task(pipeline.VALIDATE)
+    train = _stage_task(pipeline.TRAIN)
+    evaluate_and_compare = _stage_task(pipeline.EVALUATE)
+    deploy_if_better = _stage_task(pipeline.DEPLOY)
     validate_data >> train >> evaluate_and_compare >> deploy_if_better >> notify_team()
 
 

@@ -1,6 +1,6 @@
 #!/bin/sh
 # Run `airflow "$@"`, after writing SimpleAuthManager's password file from AIRFLOW_PASSWORD the way
-# scripts/stack.py does (`{"airflow": "<password>"}`, mode 600), so the login of the UI and REST API
+# servicectl.stack does (`{"airflow": "<password>"}`, mode 600), so the login of the UI and REST API
 # comes from the environment and never from the image. Without AIRFLOW_PASSWORD nothing is written,
 # and Airflow generates a password and prints it in the api-server's log.
 set -eu

@@ -7,14 +7,15 @@ client's exceptions) from a script of how each stage's run ends.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator, Mapping
+import time
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from email import policy
@@ -24,14 +25,13 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-from airflow_bridge import config, message, pipeline
-from airflow_bridge.dagster_client import (
-    RunQueuedTooLong,
-    RunReport,
-    RunState,
-    RunTimedOut,
-)
+from airflow_bridge import config, dagster_poller, message, pipeline
+from airflow_bridge.dagster_client import RunReport, RunState
 from airflow_bridge.pipeline import StageFailed, StageOutcome
+
+# Not tests.conftest's: the dag.test() subprocess imports this module, and that one pulls in the
+# whole ML stack. servicectl.process imports only the standard library.
+from servicectl.process import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 DAGS_FOLDER = REPO / "airflow_bridge" / "dags"
@@ -47,14 +47,6 @@ COMPARISON = (
 MLFLOW_RUN = "http://127.0.0.1:5000/#/experiments/1/runs/abc123"
 
 
-def free_port() -> int:
-    # Not tests.conftest's: the dag.test() subprocess imports this module, and that one pulls in
-    # the whole ML stack.
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def airflow_env(home: Path, **extra: str) -> dict[str, str]:
     """The environment of an Airflow process on a throw-away home with a SQLite database."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "FRAUD_"))}
@@ -64,9 +56,8 @@ def airflow_env(home: Path, **extra: str) -> dict[str, str]:
         AIRFLOW__CORE__DAGS_FOLDER=str(DAGS_FOLDER),
         AIRFLOW__DATABASE__SQL_ALCHEMY_CONN=f"sqlite:///{home / 'airflow.db'}",
         AIRFLOW__CORE__UNIT_TEST_MODE="False",
-        # Fast pokes; no retries, so a failure shows at once.
-        FRAUD_AIRFLOW_POKE_INTERVAL_S="1",
-        FRAUD_AIRFLOW_POKE_WAIT_S="0",
+        # Fast polls in the trigger; no retries, so a failure shows at once.
+        FRAUD_AIRFLOW_POLL_INTERVAL_S="0.2",
         FRAUD_AIRFLOW_RETRIES="0",
         PATH=f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}",
     )
@@ -176,14 +167,18 @@ class FakeDagster:
     """`DagsterClient` as the DAG uses it, answering from `script`: {task_id: how it ends}.
 
     Each run is QUEUED for one poll, STARTED for `polls_to_finish - 1`, then SUCCESS or FAILURE;
-    an end of "queued" stays QUEUED for ever. `decision` is the promoted_model decision.
+    an end of "queued" stays QUEUED for ever. `decision` is the promoted_model decision. The
+    queued-run daemon is "absent" (never beat), "alive" (beats at every look) or "stopped"
+    (its last heartbeat was at time 0).
     """
 
     script: Mapping[str, str] = field(default_factory=dict)
     decision: str = "promoted"
     polls_to_finish: int = 1
+    daemon: str = "absent"
     runs: list[_Run] = field(default_factory=list)
     launches: list[dict[str, Any]] = field(default_factory=list)
+    url: str = DAGSTER_URL
 
     def __enter__(self) -> FakeDagster:
         return self
@@ -238,19 +233,54 @@ class FakeDagster:
         run.polls += 1
         return state
 
-    def wait(
-        self, run_id: str, *, poll_s: float, timeout_s: float, queued_timeout_s: float
-    ) -> RunState:
-        state = self.status(run_id)
-        if state.finished:
-            return state
-        if state.status == "QUEUED" and queued_timeout_s <= 0:
-            raise RunQueuedTooLong(f"Dagster run {run_id} stayed QUEUED: no daemon")
-        raise RunTimedOut(f"Dagster run {run_id} is still {state.status}")
-
     def report(self, run_id: str) -> RunReport:
         run = self._run(run_id)
         return stage_report(run.stage, run_id, run.end, self.decision)
+
+    def poller(self, clock: Callable[[], float] = time.time) -> FakePoller:
+        """The same runs as the trigger's async `DagsterPoller` sees them."""
+        return FakePoller(self, clock)
+
+
+@dataclass
+class FakePoller:
+    """`dagster_poller.DagsterPoller` over a `FakeDagster`: each status read is one poll."""
+
+    dagster: FakeDagster
+    clock: Callable[[], float]
+
+    @property
+    def url(self) -> str:
+        return self.dagster.url
+
+    async def __aenter__(self) -> FakePoller:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        pass
+
+    async def status(self, run_id: str) -> RunState:
+        return self.dagster.status(run_id)
+
+    async def daemon_heartbeat(self) -> tuple[bool, float | None]:
+        if self.dagster.daemon == "alive":
+            return True, self.clock()
+        if self.dagster.daemon == "stopped":
+            return True, 0.0
+        return False, None
+
+
+@dataclass
+class Clock:
+    """Virtual time for `watch_run`: sleeping moves it on at once."""
+
+    now: float = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    async def sleep(self, seconds: float) -> None:
+        self.now += seconds
 
 
 # --- Receivers -----------------------------------------------------------------------------------
@@ -330,18 +360,34 @@ def smtp_receiver(refuse: bool = False) -> Iterator[Mailbox]:
 RUN_ID = "scheduled__2024-01-14T02:00:00+00:00"
 
 
-def poke(fake: FakeDagster, stage: pipeline.Stage, **kwargs: object) -> StageOutcome | None:
-    args: dict[str, object] = {
-        "dag_id": "weekly_retrain",
-        "run_id": RUN_ID,
-        "first_poke": False,
-        "elapsed_s": 0.0,
-        "wait_s": 0.0,
-        "queued_timeout_s": 600.0,
-        "stage_timeout_s": 3600.0,
-        **kwargs,
-    }
-    return pipeline.follow(fake, stage, **args)  # type: ignore[arg-type]
+def follow(
+    fake: FakeDagster,
+    stage: pipeline.Stage,
+    *,
+    clock: Clock | None = None,
+    poll_s: float = 15.0,
+    timeout_s: float = 3600.0,
+    queued_timeout_s: float = 600.0,
+) -> StageOutcome:
+    """One try of a stage as the DAG runs it: launch, the trigger's watch, the resumed task.
+
+    Raises `StageFailed` as the task does; the clock is virtual, so hours pass at once.
+    """
+    clock = clock or Clock()
+    run_id = pipeline.launch(fake, stage, dag_id="weekly_retrain", run_id=RUN_ID)  # type: ignore[arg-type]
+    event = asyncio.run(
+        dagster_poller.watch_run(
+            fake.poller(clock),
+            run_id,
+            started_at=clock.now,
+            poll_s=poll_s,
+            timeout_s=timeout_s,
+            queued_timeout_s=queued_timeout_s,
+            clock=clock,
+            sleep=clock.sleep,
+        )
+    )
+    return pipeline.resolve(fake, stage, event, stage_timeout_s=timeout_s)  # type: ignore[arg-type]
 
 
 def outcomes_for(fake: FakeDagster) -> dict[str, StageOutcome | None]:
@@ -350,14 +396,11 @@ def outcomes_for(fake: FakeDagster) -> dict[str, StageOutcome | None]:
         (s.task_id for s in pipeline.STAGES), None
     )
     for stage in pipeline.STAGES:
-        first = True
         try:
-            while (outcome := poke(fake, stage, first_poke=first)) is None:
-                first = False
+            outcomes[stage.task_id] = follow(fake, stage)
         except StageFailed as exc:
             outcomes[stage.task_id] = exc.outcome
             break
-        outcomes[stage.task_id] = outcome
     return outcomes
 
 

@@ -7,8 +7,9 @@ imported, which must not leak into the pytest process):
 
 `scenarios.json` is a list of {"script": {task_id: end}, "decision": ..., "env": {...}}; each
 becomes one DAG run. `dag.test()` runs every task for real, through Airflow's execution API (the
-FastAPI app that breaks with fastapi > 0.156.0 or svcs 26), and reschedules the sensors as the
-scheduler would; only the Dagster client is the scripted one.
+FastAPI app that breaks with fastapi > 0.156.0 or svcs 26), and runs each stage's trigger in line
+as the triggerer would, then resumes the task; only Dagster (the client and the trigger's
+poller) is the scripted one.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ def run_scenario(scenario: dict[str, Any]) -> dict[str, Any]:
     from airflow.utils.session import create_session
     from sqlalchemy import select
 
+    from airflow_bridge import stage_operator, triggers
     from airflow_bridge.dags import weekly_retrain as module
     from tests.airflow_bridge._airflow_env import FakeDagster
 
@@ -32,7 +34,9 @@ def run_scenario(scenario: dict[str, Any]) -> dict[str, Any]:
     fake = FakeDagster(
         script=scenario.get("script", {}), decision=scenario.get("decision", "promoted")
     )
-    module._dagster_client = lambda: fake  # type: ignore[assignment]
+    # The task's client and the trigger's poller (dag.test runs the trigger in this process).
+    stage_operator.dagster_client = lambda: fake  # type: ignore[assignment,return-value]
+    triggers.poller_for = lambda url: fake.poller()  # type: ignore[assignment,return-value]
     try:
         run = module.weekly_retrain_dag.test()
     finally:

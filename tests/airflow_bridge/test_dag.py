@@ -58,8 +58,10 @@ _INSPECT = textwrap.dedent(
             "upstream": sorted(t.upstream_task_ids),
             "downstream": sorted(t.downstream_task_ids),
             "trigger_rule": str(t.trigger_rule.value),
-            "mode": getattr(t, "mode", None),
-            "poke_interval": getattr(t, "poke_interval", None),
+            "deferrable": callable(getattr(t, "execute_complete", None)),
+            "poll_interval_s": getattr(t, "poll_interval_s", None),
+            "queued_timeout_s": getattr(t, "queued_timeout_s", None),
+            "doc_md": t.doc_md,
             "retries": t.retries,
         }
         for t in dag.tasks
@@ -93,7 +95,11 @@ _INSPECT = textwrap.dedent(
 
 def test_dag_parses_and_keeps_the_contract(tmp_path: Path) -> None:
     env = airflow_env(
-        tmp_path / "airflow", FRAUD_AIRFLOW_TIMEZONE="Europe/Amsterdam", PYTHONPATH=str(REPO)
+        tmp_path / "airflow",
+        FRAUD_AIRFLOW_TIMEZONE="Europe/Amsterdam",
+        FRAUD_AIRFLOW_POLL_INTERVAL_S="3",
+        FRAUD_AIRFLOW_QUEUED_TIMEOUT_S="45",
+        PYTHONPATH=str(REPO),
     )
     proc = subprocess.run(
         [sys.executable, "-c", _INSPECT, str(DAGS_FOLDER)],
@@ -122,7 +128,7 @@ def test_dag_parses_and_keeps_the_contract(tmp_path: Path) -> None:
     assert (local.day_of_week, local.hour, local.minute) == (pendulum.SUNDAY, 2, 0)
     assert dag["catchup"] is False
     assert dag["max_active_runs"] == 1
-    assert "# weekly_retrain" in dag["doc_md"] and "reschedule" in dag["doc_md"]
+    assert "# weekly_retrain" in dag["doc_md"] and "triggerer" in dag["doc_md"]
     assert dag["tags"] == ["dagster", "fraud", "retrain"]
 
     # The original stages, in order, one chain, notify last whatever happened.
@@ -132,7 +138,12 @@ def test_dag_parses_and_keeps_the_contract(tmp_path: Path) -> None:
         assert tasks[before]["downstream"] == [after]
         assert tasks[after]["upstream"] == [before]
     for stage in STAGES:
-        assert tasks[stage]["mode"] == "reschedule", stage
+        # Deferrable: the wait is the triggerer's, polling as the environment says.
+        assert tasks[stage]["type"] == "DagsterStageOperator", stage
+        assert tasks[stage]["deferrable"] is True
+        assert tasks[stage]["poll_interval_s"] == 3.0
+        assert tasks[stage]["queued_timeout_s"] == 45.0
+        assert tasks[stage]["doc_md"], stage
         assert tasks[stage]["trigger_rule"] == "all_success"
     assert tasks["notify"]["trigger_rule"] == "all_done"
     assert tasks["notify"]["retries"] == 0
@@ -224,7 +235,8 @@ def test_promoted_run_launches_each_stage_once_and_notifies(dag_runs: dict[str, 
     assert run["task_states"] == dict.fromkeys(TASKS, "success")
 
     # One Dagster run per stage, with that stage's assets and the try-independent key, although
-    # each sensor poked at least twice (the first poke saw the run queued and rescheduled).
+    # each trigger polled at least twice (the first poll saw the run queued) and the task ran
+    # twice (launch and defer, then resume).
     launches = run["launches"]
     assert [launch["assets"] for launch in launches] == [
         ["labelled_transactions", "raw_transactions", "transaction_splits"],
@@ -238,6 +250,8 @@ def test_promoted_run_launches_each_stage_once_and_notifies(dag_runs: dict[str, 
     assert all(launch["job"] == "weekly_retrain_job" for launch in launches)
     assert launches[0]["tags"]["airflow/run_id"] == run["run_id"]
     assert all(polls >= 2 for polls in run["polls"].values()), run["polls"]
+    # Every stage of the three runs deferred to its trigger (one stage of the blocked run).
+    assert dag_runs["output"].count("[DAG TEST] running trigger in line") == 4 + 1 + 4
 
     deploy = run["xcoms"]["deploy_if_better.return_value"]
     assert deploy["decision"] == "promoted"

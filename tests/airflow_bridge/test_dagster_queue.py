@@ -5,10 +5,12 @@ Launching costs nothing more here, so the cases that need runs but not their exe
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 import pytest
 
+from airflow_bridge import dagster_poller
 from airflow_bridge.dagster_client import (
     IDEMPOTENCY_TAG,
     DagsterClient,
@@ -34,6 +36,18 @@ def test_run_stuck_in_the_queue_blames_the_daemon(dagster_without_daemon: Dagste
     message = str(raised.value)
     assert "QUEUED" in message and "daemon is probably not running" in message
     assert run_id in message
+
+    # The triggerer's async poller reads the same answers and gives up with the same words.
+    async def watch() -> dagster_poller.RunEvent:
+        async with dagster_poller.DagsterPoller(client.url, retries=2, backoff_s=0.5) as poller:
+            return await dagster_poller.watch_run(
+                poller, run_id, started_at=time.time(), poll_s=0.5, timeout_s=60, queued_timeout_s=2
+            )
+
+    event = asyncio.run(watch())
+    assert event["event"] == "queued_too_long" and event["status"] == "QUEUED"
+    assert event["message"] is not None and "daemon is probably not running" in event["message"]
+    assert f"Run: {client.run_url(run_id)}" in event["message"]
     assert client.status(run_id).status == "QUEUED"
     assert client.terminate(run_id).status == "CANCELED"
     report = client.report(run_id)

@@ -2,34 +2,43 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
-from airflow_bridge import config, message, pipeline
-from airflow_bridge.dagster_client import RunReport
+from airflow_bridge import config, dagster_poller, message, pipeline
+from airflow_bridge.dagster_client import (
+    STALE_HEARTBEAT_S,
+    DagsterUnreachable,
+    RunReport,
+    RunState,
+)
 from airflow_bridge.pipeline import StageFailed, StageOutcome
 from tests.airflow_bridge._airflow_env import (
     COMPARISON,
     MLFLOW_RUN,
     RUN_ID,
+    Clock,
     FakeDagster,
     build,
+    follow,
     outcomes_for,
-    poke,
     stage_report,
 )
 
 # --- Following a stage's Dagster run -------------------------------------------------------------
 
 
-def test_a_stage_launches_once_and_follows_its_run_over_pokes() -> None:
+def test_a_stage_launches_once_and_the_trigger_follows_its_run_to_the_end() -> None:
     fake = FakeDagster(polls_to_finish=3)
-    assert poke(fake, pipeline.TRAIN, first_poke=True) is None  # QUEUED
-    assert poke(fake, pipeline.TRAIN) is None  # STARTED
-    assert poke(fake, pipeline.TRAIN) is None  # STARTED
-    outcome = poke(fake, pipeline.TRAIN)
-    assert outcome is not None and outcome.state == "success"
+    clock = Clock()
+    outcome = follow(fake, pipeline.TRAIN, clock=clock, poll_s=15)
+    assert outcome.state == "success"
     assert outcome.dagster_run_url == f"http://dagster.test:3000/runs/{outcome.dagster_run_id}"
     assert outcome.metadata["fraud_model"]["mlflow_run"] == MLFLOW_RUN
+    # QUEUED, STARTED, STARTED, SUCCESS: one poll each, 15 s apart, and done at the last one.
+    assert [run.polls for run in fake.runs] == [4]
+    assert clock.now == 45
     [launch] = fake.launches
     assert launch["job"] == "weekly_retrain_job"
     assert launch["assets"] == ["anomaly_scores", "fraud_model"]
@@ -43,9 +52,10 @@ def test_a_stage_launches_once_and_follows_its_run_over_pokes() -> None:
 
 def test_a_retry_follows_the_run_its_first_try_launched() -> None:
     fake = FakeDagster(polls_to_finish=3)
-    assert poke(fake, pipeline.EVALUATE, first_poke=True) is None
-    # The worker died; the retry's first poke finds the run going instead of launching another.
-    assert poke(fake, pipeline.EVALUATE, first_poke=True) is None
+    first = pipeline.launch(fake, pipeline.EVALUATE, dag_id="weekly_retrain", run_id=RUN_ID)  # type: ignore[arg-type]
+    # The worker died; the retry finds the run going instead of launching another.
+    again = pipeline.launch(fake, pipeline.EVALUATE, dag_id="weekly_retrain", run_id=RUN_ID)  # type: ignore[arg-type]
+    assert again == first
     assert len(fake.launches) == 1
 
 
@@ -57,9 +67,8 @@ def test_the_key_is_the_same_for_every_try() -> None:
 
 def test_a_failed_check_fails_the_stage_with_the_check_named() -> None:
     fake = FakeDagster(script={"validate_data": "blocked"})
-    assert poke(fake, pipeline.VALIDATE, first_poke=True) is None
     with pytest.raises(StageFailed) as failed:
-        poke(fake, pipeline.VALIDATE)
+        follow(fake, pipeline.VALIDATE)
     assert str(failed.value) == (
         "validate_data blocked by check_raw_transactions_schema: missing columns: V7, Amount"
     )
@@ -71,29 +80,92 @@ def test_a_failed_check_fails_the_stage_with_the_check_named() -> None:
     }
 
 
-def test_a_run_that_fails_between_pokes_is_reported_not_launched_again() -> None:
+def test_a_failed_run_is_reported_from_the_run_the_trigger_followed() -> None:
     fake = FakeDagster(script={"train": "failure"})
-    assert poke(fake, pipeline.TRAIN, first_poke=True) is None
     with pytest.raises(StageFailed, match="train failed: step fraud_model failed: MemoryError"):
-        poke(fake, pipeline.TRAIN)
-    # The client never reuses a failed run; the later poke must follow it, not launch anew.
+        follow(fake, pipeline.TRAIN)
+    # The report is read from the followed run, not from a second launch.
     assert len(fake.launches) == 1
 
 
-def test_a_run_stuck_in_the_queue_fails_once_the_budget_since_the_first_poke_is_spent() -> None:
-    fake = FakeDagster(script={"train": "queued"})
-    assert poke(fake, pipeline.TRAIN, first_poke=True, queued_timeout_s=600) is None
-    assert poke(fake, pipeline.TRAIN, elapsed_s=300, queued_timeout_s=600) is None
-    with pytest.raises(StageFailed, match="stayed QUEUED: no daemon") as failed:
-        poke(fake, pipeline.TRAIN, elapsed_s=601, queued_timeout_s=600)
+@pytest.mark.parametrize(
+    ("daemon", "fails_at", "reason"),
+    [
+        # Never beat: known at once.
+        ("absent", 600, "the Dagster daemon is probably not running"),
+        # Beats while the run waits: queue limits hold it, known at once.
+        ("alive", 600, "run queue limits (max_concurrent_runs"),
+        # Stopped at time 0: its last heartbeat is fresh until STALE_HEARTBEAT_S has passed.
+        ("stopped", 600, "the Dagster daemon is probably not running"),
+    ],
+)
+def test_a_run_stuck_in_the_queue_fails_once_the_queued_budget_is_spent(
+    daemon: str, fails_at: float, reason: str
+) -> None:
+    fake = FakeDagster(script={"train": "queued"}, daemon=daemon)
+    clock = Clock()
+    with pytest.raises(StageFailed, match=f"stayed QUEUED for {fails_at:.0f} s") as failed:
+        follow(fake, pipeline.TRAIN, clock=clock, poll_s=15, queued_timeout_s=600)
+    # Polled every 15 s until the budget, counted from the launch, was spent; not longer.
+    assert clock.now == fails_at
+    assert fake.runs[0].polls == fails_at / 15 + 1
     assert failed.value.outcome.dagster_run_id == "run-1"
+    assert reason in str(failed.value)
+    assert "http://dagster.test:3000/runs/run-1" in str(failed.value)
+
+
+def test_a_short_queued_budget_waits_until_a_stopped_daemon_is_known_to_be_gone() -> None:
+    """A heartbeat 20 s old proves nothing (the daemon beats every 30 s): the stage fails once
+    the silence is conclusive, and blames the daemon, not queue limits."""
+    fake = FakeDagster(script={"validate_data": "queued"}, daemon="stopped")
+    clock = Clock()
+    with pytest.raises(StageFailed, match="stayed QUEUED for 75 s") as failed:
+        follow(fake, pipeline.VALIDATE, clock=clock, poll_s=1, queued_timeout_s=20)
+    assert clock.now == STALE_HEARTBEAT_S == 75
+    assert "the Dagster daemon is probably not running" in str(failed.value)
+
+
+def test_a_short_queued_budget_blames_queue_limits_once_the_daemon_beats() -> None:
+    fake = FakeDagster(script={"validate_data": "queued"}, daemon="alive")
+    clock = Clock()
+    with pytest.raises(StageFailed, match="stayed QUEUED for 20 s") as failed:
+        follow(fake, pipeline.VALIDATE, clock=clock, poll_s=1, queued_timeout_s=20)
+    assert clock.now == 20
+    assert "run queue limits" in str(failed.value)
 
 
 def test_a_stage_that_runs_too_long_fails_naming_the_setting() -> None:
-    fake = FakeDagster(polls_to_finish=100)
-    assert poke(fake, pipeline.TRAIN, first_poke=True) is None
-    with pytest.raises(StageFailed, match="FRAUD_AIRFLOW_STAGE_TIMEOUT_S=3600 s reached"):
-        poke(fake, pipeline.TRAIN, elapsed_s=3600)
+    # Out of the queue after one poll: the short queued budget no longer applies.
+    fake = FakeDagster(polls_to_finish=10_000)
+    clock = Clock()
+    with pytest.raises(StageFailed, match="FRAUD_AIRFLOW_STAGE_TIMEOUT_S=3600 s reached") as failed:
+        follow(fake, pipeline.TRAIN, clock=clock, queued_timeout_s=30, timeout_s=3600)
+    assert "is still STARTED after 3600 s" in str(failed.value)
+    assert clock.now == 3600
+
+
+def test_dagster_unreachable_while_waiting_is_raised_for_the_task_to_retry() -> None:
+    class Unreachable:
+        url = "http://dagster.test:3000"
+
+        async def status(self, run_id: str) -> RunState:
+            raise DagsterUnreachable("cannot reach the Dagster webserver at http://dagster.test")
+
+        async def daemon_heartbeat(self) -> tuple[bool, float | None]:
+            raise AssertionError("not asked")
+
+    event = asyncio.run(
+        dagster_poller.watch_run(
+            Unreachable(), "run-7", started_at=0, poll_s=1, timeout_s=60, queued_timeout_s=30
+        )
+    )
+    assert event["event"] == "error" and event["error"] == "DagsterUnreachable"
+    with pytest.raises(DagsterUnreachable, match="cannot reach the Dagster webserver") as raised:
+        pipeline.resolve(FakeDagster(), pipeline.TRAIN, event, stage_timeout_s=60)  # type: ignore[arg-type]
+    outcome = pipeline.failure_outcome(pipeline.TRAIN, raised.value)
+    assert outcome.error == (
+        "DagsterUnreachable: cannot reach the Dagster webserver at http://dagster.test"
+    )
 
 
 def test_outcomes_keep_numbers_and_links_but_not_plots() -> None:
@@ -241,10 +313,12 @@ def test_task_states_and_outcomes_from_what_airflow_returns() -> None:
 
 def test_bridge_settings_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("FRAUD_AIRFLOW_TIMEZONE", "America/New_York")
-    monkeypatch.setenv("FRAUD_AIRFLOW_POKE_INTERVAL_S", "120")
+    monkeypatch.setenv("FRAUD_AIRFLOW_POLL_INTERVAL_S", "2")
+    monkeypatch.setenv("FRAUD_AIRFLOW_QUEUED_TIMEOUT_S", "20")
     settings = config.BridgeSettings()
     assert settings.tz().name == "America/New_York"
-    assert settings.poke_interval_s == 120
+    assert settings.poll_interval_s == 2
+    assert settings.queued_timeout_s == 20
     monkeypatch.setenv("FRAUD_AIRFLOW_TIMEZONE", "Nowhere/Special")
     with pytest.raises(ValueError, match="FRAUD_AIRFLOW_TIMEZONE: unknown time zone"):
         config.BridgeSettings()

@@ -29,10 +29,10 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from airflow_bridge.dagster_client import IDEMPOTENCY_TAG, DagsterClient
-from scripts import stack as stack_cli
+from servicectl import stack as stack_cli
+from servicectl.process import tail
 from tests.airflow_bridge._airflow_env import Mailbox, Receiver, smtp_receiver, webhook_receiver
 from tests.conftest import SMALL_FRAUD_RATE, SMALL_ROWS, free_port
-from tests.processes import tail
 
 pytestmark = pytest.mark.slow
 
@@ -45,10 +45,10 @@ STAGES = {
     "deploy_if_better": {"promoted_model"},
 }
 TASKS = [*STAGES, "notify"]
-#: A queued Dagster run fails its Airflow stage after this long (the daemon-stopped fault); more
-#: than the 75 s after which the client takes a silent daemon for stopped.
-QUEUED_TIMEOUT_S = 90
-#: Four Dagster runs (each a run worker importing the code location), small data, pokes.
+#: A queued Dagster run fails its Airflow stage after this long (the daemon-stopped fault), once
+#: the trigger also knows the daemon is gone: 75 s (STALE_HEARTBEAT_S) after its last heartbeat.
+QUEUED_TIMEOUT_S = 20
+#: Four Dagster runs (each a run worker importing the code location), small data.
 RETRAIN_TIMEOUT_S = 480
 
 
@@ -103,13 +103,9 @@ def running(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running]:
             FRAUD_SYNTHETIC_ROWS=str(SMALL_ROWS),
             FRAUD_SYNTHETIC_FRAUD_RATE=str(SMALL_FRAUD_RATE),
             FRAUD_API_RELOAD_INTERVAL_S="1",
-            # A poke follows its run for up to 100 s, so most stages (and the queued-run timeout)
-            # end within one poke. The
-            # interval stays at 15 s: Airflow 3.2.2 fails a reschedule-mode sensor whose next
-            # poke starts before the executor has reported the previous one (apache/airflow
-            # #71172), which a 2 s interval provokes.
-            FRAUD_AIRFLOW_POKE_WAIT_S="100",
-            FRAUD_AIRFLOW_POKE_INTERVAL_S="15",
+            # The triggerer polls each stage's Dagster run every second: a stage ends within a
+            # second or two of its run.
+            FRAUD_AIRFLOW_POLL_INTERVAL_S="1",
             FRAUD_AIRFLOW_QUEUED_TIMEOUT_S=str(QUEUED_TIMEOUT_S),
             FRAUD_AIRFLOW_RETRIES="0",
             FRAUD_SLACK_WEBHOOK_URL=slack.url,
@@ -158,7 +154,7 @@ def wait_for_dag_run(running: Running, run_id: str, timeout_s: float) -> dict[st
             state = api.get(path).json()["state"]
             if state in ("success", "failed"):
                 break
-            time.sleep(3)
+            time.sleep(1)
         else:
             pytest.fail(
                 f"DAG run {run_id} still {state} after {timeout_s:.0f} s\n"
@@ -234,6 +230,20 @@ def test_weekly_retrain_through_airflow_promotes_and_the_api_serves_it(running: 
     assert reports["deploy_if_better"].decision == "promoted"
     stored = running.pg("dagster", "SELECT count(*) FROM runs WHERE status = 'SUCCESS'")
     assert stored[0][0] >= len(STAGES)
+    # Deferred, each stage's task in Airflow spans its Dagster run and ends seconds after it.
+    for stage, report in reports.items():
+        ((run_start, run_end),) = running.pg(
+            "dagster", f"SELECT start_time, end_time FROM runs WHERE run_id = '{report.run_id}'"
+        )
+        ((task_start, task_end),) = running.pg(
+            "airflow",
+            "SELECT extract(epoch FROM start_date), extract(epoch FROM end_date) FROM "
+            f"task_instance WHERE dag_id = '{DAG_ID}' AND run_id = '{run_id}' "
+            f"AND task_id = '{stage}'",
+        )
+        timings = (stage, run_start, run_end, task_start, task_end)
+        assert float(task_start) <= run_start and run_end <= float(task_end), timings
+        assert float(task_end) - run_end < 30, timings
 
     # MLflow server (on PostgreSQL): the training run, version 1 of the model, alias champion.
     mlflow_run_id = str(reports["train"].materializations["fraud_model"]["mlflow_run_id"])

@@ -1,0 +1,113 @@
+"""The operator of one weekly-retrain stage: launch its Dagster run, wait in the triggerer, report.
+
+`execute` launches the stage's run (or finds the one this task launched before) and defers to a
+`DagsterRunTrigger`: the worker slot is free while Dagster works, and the task resumes within a
+poll interval of the run's end, in `execute_complete`, which stores the `StageOutcome` in XCom
+(its return value) or fails with the outcome's headline. Airflow keeps the task's start date
+across the deferral, so its duration is the stage's.
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import timedelta
+from typing import Any
+
+from airflow.sdk import BaseOperator, Connection
+from airflow.sdk.exceptions import AirflowFailException, AirflowNotFoundException
+
+from airflow_bridge import config, pipeline
+from airflow_bridge.dagster_client import DagsterClient
+from airflow_bridge.dagster_results import DagsterError
+from airflow_bridge.triggers import DagsterRunTrigger
+
+#: Airflow's own backstop past the stage limit, should the trigger never fire (triggerer down).
+_DEFER_MARGIN_S = 300.0
+
+
+def connection(conn_id: str) -> Connection | None:
+    try:
+        conn: Connection = Connection.get(conn_id)
+    except AirflowNotFoundException:
+        return None
+    return conn
+
+
+def dagster_client() -> DagsterClient:
+    """The connection `dagster_default` when there is one, else the environment."""
+    conn = connection("dagster_default")
+    if conn is None:
+        return DagsterClient.from_env()
+    url, location = config.dagster_from_connection(
+        conn_type=conn.conn_type,
+        host=conn.host,
+        port=conn.port,
+        schema=conn.schema,
+        extra=conn.extra_dejson,
+    )
+    return DagsterClient(url, location=location)
+
+
+class DagsterStageOperator(BaseOperator):
+    """Runs one `pipeline.Stage` as a Dagster run and keeps its outcome in XCom (deferrable)."""
+
+    ui_color = "#e8f0fe"
+
+    def __init__(
+        self,
+        *,
+        stage: pipeline.Stage,
+        poll_interval_s: float,
+        stage_timeout_s: float,
+        queued_timeout_s: float,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(task_id=stage.task_id, doc_md=stage.summary, **kwargs)
+        self.stage = stage
+        self.poll_interval_s = poll_interval_s
+        self.stage_timeout_s = stage_timeout_s
+        self.queued_timeout_s = queued_timeout_s
+
+    def execute(self, context: Any) -> None:
+        ti = context["ti"]
+        started_at = time.time()
+        try:
+            with dagster_client() as client:
+                run_id = pipeline.launch(client, self.stage, dag_id=ti.dag_id, run_id=ti.run_id)
+                url = client.url
+        except DagsterError as exc:
+            self._keep_failure(ti, exc)
+            raise  # retried: Dagster may be back, and the retry finds the run if it was launched
+        self.log.info("following Dagster run %s in the triggerer: %s/runs/%s", run_id, url, run_id)
+        self.defer(
+            trigger=DagsterRunTrigger(
+                url=url,
+                run_id=run_id,
+                started_at=started_at,
+                poll_s=self.poll_interval_s,
+                timeout_s=self.stage_timeout_s,
+                queued_timeout_s=self.queued_timeout_s,
+            ),
+            method_name="execute_complete",
+            timeout=timedelta(seconds=self.stage_timeout_s + _DEFER_MARGIN_S),
+        )
+
+    def execute_complete(self, context: Any, event: dict[str, Any]) -> dict[str, Any]:
+        """The task again, on a worker, once the trigger fired: the outcome, or the failure."""
+        ti = context["ti"]
+        try:
+            with dagster_client() as client:
+                outcome = pipeline.resolve(
+                    client, self.stage, event, stage_timeout_s=self.stage_timeout_s
+                )
+        except pipeline.StageFailed as exc:
+            ti.xcom_push("return_value", exc.outcome.as_xcom())
+            raise AirflowFailException(str(exc)) from exc
+        except DagsterError as exc:
+            self._keep_failure(ti, exc)
+            raise
+        return outcome.as_xcom()
+
+    def _keep_failure(self, ti: Any, exc: DagsterError) -> None:
+        # The next try clears this and follows the same run.
+        ti.xcom_push("return_value", pipeline.failure_outcome(self.stage, exc).as_xcom())
