@@ -12,7 +12,8 @@ endif
 RUN := $(UV) run --locked
 
 .PHONY: help uv install dagster-home demo serve api materialize status rollback history ui mlflow-ui \
-	airflow stack stack-status stack-down lint format typecheck test test-fast bench clean
+	airflow stack stack-status stack-down lint format typecheck test test-fast test-tools bench clean \
+	requirements
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -32,16 +33,16 @@ demo: materialize  ## install, materialize everything on the embedded defaults, 
 	@$(RUN) fraud-models status
 	@echo
 	@echo "Rollback:    make rollback   (or: uv run fraud-models rollback)"
-	@RUN="$(RUN)" scripts/serve.sh
+	@$(RUN) python -m servicectl.serve
 
 serve: install  ## the API on :8000, the Dagster UI on :3000, the MLflow UI on :5000 (Ctrl-C stops)
-	@RUN="$(RUN)" scripts/serve.sh
+	@$(RUN) python -m servicectl.serve
 
 api: install  ## only the API, on :8000
 	$(RUN) uvicorn api.main:app --host 127.0.0.1 --port $${FRAUD_API_PORT:-8000}
 
-materialize: dagster-home  ## materialize every asset (the first half of demo)
-	$(RUN) dagster asset materialize -m fraud_assets.definitions --select '*promoted_model'
+materialize: dagster-home  ## train, evaluate, promote if better (weekly_retrain_job), a line per stage
+	$(RUN) python scripts/run_pipeline.py
 
 status: install  ## print what is in production
 	@$(RUN) fraud-models status
@@ -92,29 +93,66 @@ typecheck: install
 PYTEST_PARALLEL = -n 2 --dist loadfile
 FUZZ = tests/api/test_openapi_fuzz.py
 
-test: lint typecheck  ## ruff, mypy and the whole pytest suite (starts the servers it needs)
+test: test-tools lint typecheck  ## ruff, mypy and the whole pytest suite (starts the servers it needs)
 	$(RUN) pytest $(PYTEST_PARALLEL) --ignore=$(FUZZ)
 	$(RUN) pytest $(FUZZ)
 
-test-fast: install  ## the suite without the slow end-to-end tests
+test-fast: test-tools install  ## the suite without the slow end-to-end tests
 	$(RUN) pytest -m "not slow" $(PYTEST_PARALLEL) --ignore=$(FUZZ)
 	$(RUN) pytest -m "not slow" $(FUZZ)
+
+# promtool (Debian's prometheus package) runs Prometheus' own checks of monitoring/; without it
+# those tests skip. As root with apt-get (CI) it is installed the first time; anywhere else the
+# run says at its start that they will skip. PostgreSQL needs nothing here: where none answers,
+# the tests start their own (tests/postgres.py).
+test-tools:  ## install the system tools the tests use (promtool) where root and apt-get allow
+	@command -v promtool >/dev/null 2>&1 && exit 0; \
+	if [ "$$(id -u)" != 0 ] || ! command -v apt-get >/dev/null 2>&1; then \
+		echo "test-tools: promtool is missing and installing it here needs root and apt-get: the" \
+			"Prometheus rule tests will skip (Debian: apt-get install prometheus)."; \
+		exit 0; \
+	fi; \
+	echo "test-tools: installing promtool (apt-get install prometheus)"; \
+	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+		--no-install-recommends prometheus >/dev/null \
+		|| echo "test-tools: apt-get could not install prometheus: the Prometheus rule tests will skip."
 
 bench: install  ## full-size timing: platform vs a bare script (prints a table)
 	$(RUN) python benchmarks/materialize_vs_script.py
 
+# pip's view of uv.lock, for users without uv. requirements.txt: every group but dev, and the project
+# itself in editable mode (`-e .`, as `uv sync` installs it); no hashes, which pip refuses next to an
+# editable. api/requirements.txt: what the API image installs (the ML core and the api group, not
+# the project: the code runs from the checkout), with hashes. NCCL stays in both: xgboost requires
+# it on Linux, and pip would fetch it unpinned (or refuse it, with hashes) if it were left out.
+REQUIREMENTS_ALL = --no-dev --no-hashes
+REQUIREMENTS_API = --no-default-groups --group api --no-emit-project
+# $(1) the file, $(2) the uv export options, $(3) what it is for. Written to a temporary file first:
+# a stale lock (--locked) leaves the old file in place.
+define export-requirements
+	@{ echo "# Generated from uv.lock by \`make requirements\`: do not edit (a test compares it with the lock)."; \
+	   echo "# $(3)"; \
+	   echo "#   uv export --locked --no-header $(2)"; \
+	   $(UV) export --locked --quiet --no-header $(2); } > $(1).tmp && mv $(1).tmp $(1) || { rm -f $(1).tmp; exit 1; }
+	@echo "wrote $(1)"
+endef
+
+requirements: uv  ## regenerate requirements.txt and api/requirements.txt from uv.lock (for pip)
+	$(call export-requirements,requirements.txt,$(REQUIREMENTS_ALL),The platform without the dev tools: pip install -r requirements.txt (Python 3.11) from the repository root.)
+	$(call export-requirements,api/requirements.txt,$(REQUIREMENTS_API),The scoring API as its image installs it: pip install -r api/requirements.txt; run it from the repository root.)
+
 clean:  ## remove local state (models, MLflow, Dagster, Airflow); keeps data/raw
 	rm -rf models mlflow.db mlartifacts mlruns .dagster_home .airflow_home
 
-# The production shape without Docker (scripts/stack.py): MLflow server, Dagster webserver and
-# daemon, Airflow API server, scheduler and DAG processor, the API, on the PostgreSQL at
+# The production shape without Docker (servicectl/stack/): MLflow server, Dagster webserver and
+# daemon, Airflow API server, scheduler, DAG processor and triggerer, the API, on the PostgreSQL at
 # STACK_POSTGRES_URL (default postgresql://postgres@127.0.0.1:5432), a database per service.
 # State and logs: .stack/. `docker compose up` runs the same set in containers.
 stack: install  ## the production shape as local processes on PostgreSQL; prints every URL
-	$(RUN) python scripts/stack.py up
+	$(RUN) python -m servicectl.stack up
 
 stack-status: install  ## health of each `make stack` service
-	$(RUN) python scripts/stack.py status
+	$(RUN) python -m servicectl.stack status
 
 stack-down: install  ## stop what `make stack` started (data and databases are kept)
-	$(RUN) python scripts/stack.py down
+	$(RUN) python -m servicectl.stack down

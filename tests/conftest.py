@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import os
-import socket
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import mlflow
 import psycopg2
 import pytest
 import xgboost as xgb
@@ -26,28 +25,39 @@ from fraud_core import synthetic
 from fraud_core.bundle import FraudModel
 from fraud_core.data import as_arrays
 from fraud_core.features import AnomalyScorer, base_features, model_features
+from servicectl.process import free_port as free_port
 
-PG_HOST = os.environ.get("FRAUD_TEST_PG_HOST", "127.0.0.1")
-PG_PORT = int(os.environ.get("FRAUD_TEST_PG_PORT", "5432"))
-PG_USER = os.environ.get("FRAUD_TEST_PG_USER", "postgres")
+# The PostgreSQL of the run (the configured one, or the tests' own): its hooks and address.
+from tests.postgres import (  # noqa: F401 (pytest finds hooks by name here)
+    pg_address,
+    pytest_configure,
+    pytest_report_header,
+    pytest_unconfigure,
+)
+from tests.run_cache import run_scoped_dir, seed_mlflow_db, set_root
 
 #: Small but learnable: 40,000 rows at 1 % fraud give ~80 frauds in each later split.
 SMALL_ROWS = 40_000
 SMALL_FRAUD_RATE = 0.01
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+@pytest.fixture(autouse=True, scope="session")
+def _run_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Where what is built once per run (tests/run_cache.py) lives: pytest's tmp, kept 3 runs."""
+    set_root(run_scoped_dir(tmp_path_factory.getbasetemp()))
 
 
 @pytest.fixture(autouse=True)
 def _isolated_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Point every default at the test's own directory: no test touches the project's state."""
+    # mlflow.set_tracking_uri/set_registry_uri (the MLflow resource calls both) also set globals
+    # that outrank the variables below, and outlive the test that set them: a test that reads a
+    # store it did not write itself (a shared trained one) would read the last test's.
+    mlflow.set_tracking_uri(None)  # type: ignore[arg-type]
+    mlflow.set_registry_uri(None)  # type: ignore[arg-type]
     monkeypatch.setenv("FRAUD_MODELS_DIR", str(tmp_path / "models"))
     monkeypatch.setenv("FRAUD_DATA_DIR", str(tmp_path / "raw"))
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_db_uri(tmp_path))
     # mlflow.set_registry_uri() writes this variable; without it here it would leak between tests.
     monkeypatch.delenv("MLFLOW_REGISTRY_URI", raising=False)
     # The API sets these defaults when it follows an MLflow alias; each test starts without them.
@@ -76,6 +86,8 @@ def make_resources(
     prediction_log_url: str | None = None,
 ) -> dict[str, Any]:
     """Resources for `dg.materialize`, all state under `tmp_path`."""
+    if tracking_uri is None:
+        seed_mlflow_db(tmp_path / "mlflow.db")
     return {
         "prediction_log": PredictionLogResource(
             url=prediction_log_url or f"sqlite:///{tmp_path / 'predictions.db'}"
@@ -90,10 +102,22 @@ def make_resources(
         "model_store": ModelStoreResource(models_dir=str(tmp_path / "models")),
         "promotion_rules": promotion_rules or PromotionRules(),
         "mlflow_tracking": MlflowTracking(
-            tracking_uri=tracking_uri or f"sqlite:///{tmp_path / 'mlflow.db'}",
+            tracking_uri=tracking_uri or mlflow_db_uri(tmp_path),
             artifact_root=str(tmp_path / "mlartifacts"),
         ),
     }
+
+
+def mlflow_db_uri(tmp_path: Path) -> str:
+    """The MLflow store of a test, as _isolated_env points MLFLOW_TRACKING_URI at it."""
+    return f"sqlite:///{tmp_path / 'mlflow.db'}"
+
+
+@pytest.fixture
+def mlflow_db(tmp_path: Path) -> str:
+    """MLFLOW_TRACKING_URI's database, already created (a copy of the run's migrated one)."""
+    seed_mlflow_db(tmp_path / "mlflow.db")
+    return mlflow_db_uri(tmp_path)
 
 
 @pytest.fixture
@@ -103,14 +127,15 @@ def resources(tmp_path: Path) -> dict[str, Any]:
 
 @contextmanager
 def fresh_database() -> Iterator[str]:
-    """A new, uniquely named database on the local PostgreSQL, dropped after; any scope."""
+    """A new, uniquely named database on the tests' PostgreSQL, dropped after; any scope."""
     name = f"fraud_test_{uuid.uuid4().hex[:12]}"
-    admin = psycopg2.connect(host=PG_HOST, port=PG_PORT, user=PG_USER, dbname="postgres")
+    server = pg_address()
+    admin = psycopg2.connect(server.url("postgres"))
     admin.autocommit = True
     with admin.cursor() as cur:
         cur.execute(f'CREATE DATABASE "{name}"')
     try:
-        yield f"postgresql://{PG_USER}@{PG_HOST}:{PG_PORT}/{name}"
+        yield server.url(name)
     finally:
         with admin.cursor() as cur:
             cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
@@ -143,6 +168,6 @@ def make_fraud_model() -> Callable[..., FraudModel]:
 
 @pytest.fixture
 def postgres_url() -> Iterator[str]:
-    """A new, uniquely named database on the local PostgreSQL, dropped after the test."""
+    """A new, uniquely named database on the tests' PostgreSQL, dropped after the test."""
     with fresh_database() as url:
         yield url

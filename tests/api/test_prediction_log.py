@@ -34,7 +34,7 @@ from tests.api.conftest import (
     scrape,
     transaction,
 )
-from tests.conftest import free_port, fresh_database
+from tests.conftest import free_port, fresh_database, pg_address
 from tests.prediction_log_db import writer_blocked
 
 # Finite values beyond float32 overflow in the anomaly feature's float32 cast: expected here.
@@ -264,7 +264,7 @@ def test_a_database_that_is_down_never_fails_a_prediction(
     # A server that refuses the database: the API starts, serves, and counts what it lost.
     settings = make_settings(
         store.root,
-        FRAUD_PREDICTION_LOG_URL="postgresql://postgres@127.0.0.1:5432/fraud_test_no_such_db",
+        FRAUD_PREDICTION_LOG_URL=pg_address().url("fraud_test_no_such_db"),
         FRAUD_PREDICTION_LOG_SHUTDOWN_TIMEOUT_S=0.5,
     )
     app = create_app(settings)

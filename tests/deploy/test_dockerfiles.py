@@ -14,18 +14,17 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import PG_HOST, PG_PORT, PG_USER, free_port
+from tests.conftest import free_port, pg_address
 from tests.deploy._files import (
     COMPOSE_FILES,
     DOCKERFILES,
     REPO,
     copy_sources,
     healthcheck_test,
+    image_roots,
     load_compose,
     lock_closure,
-    lock_packages,
     parse_dockerfile,
-    image_roots,
 )
 
 SECRET_NAME = re.compile(r"PASSWORD|SECRET|TOKEN|CREDENTIAL|(^|_)KEY($|_)", re.IGNORECASE)
@@ -282,7 +281,7 @@ def test_airflow_entrypoint_writes_nothing_without_a_password(tmp_path: Path) ->
 
 def test_mlflow_entrypoint_waits_for_the_database_then_serves(tmp_path: Path) -> None:
     _fake(tmp_path / "bin", "mlflow")
-    url = f"postgresql://{PG_USER}@{PG_HOST}:{PG_PORT}/postgres"
+    url = pg_address().url("postgres")
     result = _run(
         "mlflow_server/entrypoint.sh",
         {"BIN": str(tmp_path / "bin"), "MLFLOW_BACKEND_STORE_URI": url},
@@ -342,3 +341,24 @@ def test_dagster_entrypoint_writes_postgres_storage(tmp_path: Path) -> None:
     written = (home / "dagster.yaml").read_text()
     assert "env: DAGSTER_POSTGRES_URL" in written
     assert "pw@" not in written, "the URL stays in the environment"
+
+
+def test_the_api_image_takes_the_original_models_mount_and_keeps_compose_s() -> None:
+    """`-v ./models:/app/models` (the original README) is the default, `/models` (compose) the
+    fallback; tests/deploy/test_api_models_dir.py serves from each with the real API."""
+    dockerfile = parse_dockerfile("api/Dockerfile")
+    final = dockerfile.final_stage
+    env = dict(
+        item.partition("=")[::2] for i in dockerfile.of("ENV", final) for item in i.args.split()
+    )
+    assert env["FRAUD_MODELS_DIR"] == "/app/models"
+    assert env["FRAUD_MODELS_DIR_FALLBACK"] == "/models"
+    runs = " ".join(i.args for i in dockerfile.of("RUN", final))
+    # Both exist in the image and belong to the non-root user (uid 1000) the API runs as.
+    assert "useradd --uid 1000 --gid app" in runs
+    assert "mkdir -p /app/models /models" in runs
+    assert "chown app:app /app/models /models" in runs
+    header = (REPO / "api/Dockerfile").read_text().split("\nARG ", 1)[0]
+    assert "-v ./models:/app/models " in header
+    assert ':/models:ro" ' in header
+    assert "FRAUD_MODELS_DIR_FALLBACK" in header

@@ -19,21 +19,17 @@ from fraud_assets.definitions import ASSETS, CHECKS
 from fraud_core.store import ModelStore
 from fraud_core.synthetic import generate
 from tests.conftest import free_port, make_resources
+from tests.fraud_assets.trained import Trained
 
 
 @pytest.fixture
-def production(tmp_path: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
-    """A production model (trained once per session) copied into this test's models dir.
+def production(tmp_path: Path, trained: Trained) -> dict[str, str]:
+    """A production model (the session's shared first run) copied into this test's models dir.
 
     Returns the sha256 of every file under models/, to compare after the bad run.
     """
-    template = tmp_path_factory.getbasetemp() / "production-template"
-    if not template.exists():
-        work = tmp_path_factory.mktemp("production-build")
-        result = dg.materialize([*ASSETS, *CHECKS], resources=make_resources(work))
-        assert result.success
-        shutil.copytree(work / "models", template, symlinks=True)
-    shutil.copytree(template, tmp_path / "models", symlinks=True)
+    assert trained.result.success
+    shutil.copytree(trained.root / "models", tmp_path / "models", symlinks=True)
     return snapshot(tmp_path / "models")
 
 

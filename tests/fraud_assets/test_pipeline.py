@@ -12,22 +12,10 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from fraud_assets.definitions import ASSETS, CHECKS, defs
-from fraud_assets.defs.assets.model import TrainingConfig
-from fraud_assets.defs.resources import PromotionRules
 from fraud_core.bundle import load_bundle
 from fraud_core.store import ModelStore
 from tests.conftest import make_resources
-
-ALL = [*ASSETS, *CHECKS]
-#: A deliberately weak model that still clears a lowered floor.
-WEAK = TrainingConfig(n_estimators=4, max_depth=1, learning_rate=0.3, variants=["none"])
-LOW_FLOOR = PromotionRules(floor_average_precision=0.05, floor_roc_auc=0.6)
-
-
-def materialize(resources: dict[str, Any], **ops: dg.Config) -> dg.ExecuteInProcessResult:
-    return dg.materialize(
-        ALL, resources=resources, run_config=dg.RunConfig(ops=ops), raise_on_error=False
-    )
+from tests.fraud_assets.trained import WEAK, Trained, materialize
 
 
 def metadata(result: dg.ExecuteInProcessResult, asset: str) -> dict[str, Any]:
@@ -83,9 +71,8 @@ def test_definitions_wire_the_graph() -> None:
     }
 
 
-def test_first_run_promotes_and_records_everything(tmp_path: Path) -> None:
-    resources = make_resources(tmp_path)
-    result = materialize(resources)
+def test_first_run_promotes_and_records_everything(trained: Trained) -> None:
+    resources, result = trained.resources, trained.result
     assert result.success
 
     assert all(e.passed for e in checks(result).values())
@@ -118,7 +105,7 @@ def test_first_run_promotes_and_records_everything(tmp_path: Path) -> None:
     assert promoted["production_version"] == model["model_version"]
     assert promoted["registered_model_version"] == "1"
 
-    manifest = json.loads((tmp_path / "models/production/manifest.json").read_text())
+    manifest = json.loads((trained.root / "models/production/manifest.json").read_text())
     assert manifest["model_version"] == model["model_version"]
     assert manifest["mlflow_run_id"] == model["mlflow_run_id"]
     assert manifest["data_fingerprint"] == splits["data_fingerprint"]
@@ -147,9 +134,9 @@ def test_first_run_promotes_and_records_everything(tmp_path: Path) -> None:
     assert run.info.status == "FINISHED"
 
 
-def test_the_same_model_again_is_not_promoted(tmp_path: Path) -> None:
-    resources = make_resources(tmp_path)
-    first = materialize(resources)
+def test_the_same_model_again_is_not_promoted(tmp_path: Path, trained: Trained) -> None:
+    resources = trained.copy_to(tmp_path)  # the first run's state, to run again on
+    first = trained.result
     version = metadata(first, "promoted_model")["production_version"]
     second = materialize(resources)
     assert second.success
@@ -161,9 +148,11 @@ def test_the_same_model_again_is_not_promoted(tmp_path: Path) -> None:
     assert str(client.get_model_version_by_alias("fraud-detector", "champion").version) == "1"
 
 
-def test_better_challenger_promotes_and_worse_does_not(tmp_path: Path) -> None:
-    resources = make_resources(tmp_path, promotion_rules=LOW_FLOOR)
-    weak = materialize(resources, fraud_model=WEAK)
+def test_better_challenger_promotes_and_worse_does_not(
+    tmp_path: Path, trained_weak: Trained
+) -> None:
+    resources = trained_weak.copy_to(tmp_path)  # the weak model in production, LOW_FLOOR
+    weak = trained_weak.result
     assert metadata(weak, "promoted_model")["decision"] == "promoted"
     weak_version = metadata(weak, "promoted_model")["production_version"]
 
@@ -199,10 +188,10 @@ def test_model_below_the_floor_is_blocked(tmp_path: Path) -> None:
 
 
 def test_crash_while_publishing_leaves_production_serving(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, trained_weak: Trained, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    resources = make_resources(tmp_path, promotion_rules=LOW_FLOOR)
-    weak = materialize(resources, fraud_model=WEAK)
+    resources = trained_weak.copy_to(tmp_path)  # the weak model in production, LOW_FLOOR
+    weak = trained_weak.result
     weak_version = metadata(weak, "promoted_model")["production_version"]
 
     def crash(self: ModelStore, release: Path) -> None:
@@ -218,9 +207,8 @@ def test_crash_while_publishing_leaves_production_serving(
     assert str(client.get_model_version_by_alias("fraud-detector", "champion").version) == "1"
 
 
-def test_pyfunc_in_mlflow_matches_the_bundle(tmp_path: Path) -> None:
-    resources = make_resources(tmp_path)
-    result = materialize(resources)
+def test_pyfunc_in_mlflow_matches_the_bundle(trained: Trained) -> None:
+    resources, result = trained.resources, trained.result
     assert result.success
     import pandas as pd
 
@@ -229,7 +217,7 @@ def test_pyfunc_in_mlflow_matches_the_bundle(tmp_path: Path) -> None:
     sample = generate(n_rows=200, fraud_rate=0.05, seed=3).drop(columns=["Class"])
     mlflow.set_tracking_uri(resources["mlflow_tracking"].tracking_uri)
     pyfunc = mlflow.pyfunc.load_model("models:/fraud-detector@champion")
-    served = load_bundle(tmp_path / "models/production")
+    served = load_bundle(trained.root / "models/production")
     expected = served.predict_proba(sample.to_numpy())
     got = pd.Series(pyfunc.predict(sample)).to_numpy()
     assert got == pytest.approx(expected, abs=1e-9)

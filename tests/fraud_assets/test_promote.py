@@ -252,9 +252,10 @@ def test_rollback_with_nothing_to_go_back_to_fails_cleanly(
 
 
 def test_rollback_moves_the_champion_alias_in_the_registry(
-    models_dir: Path, tmp_path: Path, make_fraud_model: MakeModel
+    models_dir: Path, tmp_path: Path, make_fraud_model: MakeModel, mlflow_db: str
 ) -> None:
-    uri = os.environ["MLFLOW_TRACKING_URI"]
+    uri = os.environ["MLFLOW_TRACKING_URI"]  # where the CLI looks; mlflow_db created it
+    assert uri == mlflow_db
     client = tracking.client(uri)
     client.create_registered_model("fraud-detector")
     (tmp_path / "artifact").mkdir()
