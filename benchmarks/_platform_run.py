@@ -134,6 +134,8 @@ def main() -> dict:
         [parent.info.experiment_id], f"tags.mlflow.parentRunId = '{model.mlflow_run_id}'"
     )
     fits = sum(run.data.metrics.get("train_seconds", 0.0) for run in variant_runs)
+    # The refit on train + validation is a fit too (recorded on the training run itself).
+    fits += parent.data.metrics.get("refit_seconds", 0.0)
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
     out = {
         "imports": _IMPORTS,
@@ -149,6 +151,8 @@ def main() -> dict:
         "success": result.success,
         "state_before": before,
         "chosen": model.variant,
+        "refit": model.training.get("refit", "off"),
+        "boosting_rounds": model.training.get("boosting_rounds"),
         "promoted": bool(promoted["promote"]),
         "decision": promoted["reason"],
         "metrics": {
@@ -159,7 +163,7 @@ def main() -> dict:
     }
     state_word = "warm" if before["production_version"] else "cold"
     print(
-        f"platform ({state_word}): chose {out['chosen']}: "
+        f"platform ({state_word}): chose {out['chosen']}, refit {out['refit']}: "
         f"test AP {out['metrics']['test_average_precision']:.4f}, "
         f"ROC AUC {out['metrics']['test_roc_auc']:.4f}; imports {_IMPORTS:.2f}s, "
         f"materialize {materialize_seconds:.2f}s; peak {peak_mb:.0f} MB; {out['decision']}"

@@ -3,12 +3,9 @@
 import dagster as dg
 
 from fraud_assets.defs.assets.data import raw_transactions, transaction_splits
+from fraud_assets.defs.assets.labels import labelled_transactions
 from fraud_assets.defs.assets.model import anomaly_scores, evaluation_report, fraud_model
-from fraud_assets.defs.assets.monitoring import (
-    check_prediction_drift,
-    labelled_transactions,
-    prediction_drift,
-)
+from fraud_assets.defs.assets.monitoring import check_prediction_drift, prediction_drift
 from fraud_assets.defs.assets.promotion import promoted_model
 from fraud_assets.defs.checks import (
     check_evaluation_report_quality_floor,

@@ -5,7 +5,9 @@ when both frames carry it. Raw `Time` is left out: it counts seconds since the f
 so recent rows are later than the reference by construction and it would always "drift". Its hour
 of day is kept instead: the model sees it (as sine and cosine), and a changed daily rhythm is real
 drift. It assumes windows of whole days: a current window of a few hours differs in hour by
-construction, so pass `columns` without `hour` for such windows.
+construction, so `window_columns` leaves the hour out of windows shorter than a day, and
+`reference_sample` draws the reference from every split (whole days, unlike the time-ordered
+training split, which ends part-way through one).
 
 Two statistics per column:
 
@@ -26,14 +28,18 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 from scipy.stats import ks_2samp
 
+from fraud_core.data import Splits
 from fraud_core.features import SECONDS_PER_DAY
-from fraud_core.schema import AMOUNT, PCA_COLUMNS, TIME
+from fraud_core.schema import AMOUNT, FEATURE_COLUMNS, PCA_COLUMNS, TIME
+
+if TYPE_CHECKING:
+    from fraud_core.bundle import FraudModel
 
 SCORE = "fraud_probability"
 HOUR = "hour"
@@ -142,6 +148,37 @@ def comparable(frame: pd.DataFrame) -> pd.DataFrame:
     out = frame.drop(columns=[TIME], errors="ignore")
     if TIME in frame:
         out[HOUR] = (frame[TIME].to_numpy(np.float64) % SECONDS_PER_DAY) / 3_600.0
+    return out
+
+
+def window_columns(current: pd.DataFrame, with_score: bool) -> list[str] | None:
+    """The columns to compare for this window: `None` (all) over a whole day, else all but hour.
+
+    The hour of day only compares over whole days; a shorter window differs by construction.
+    """
+    span_s = float(current[TIME].max() - current[TIME].min()) if len(current) else 0.0
+    if span_s >= SECONDS_PER_DAY:
+        return None
+    columns = [c for c in INPUT_COLUMNS if c != HOUR]
+    if with_score:
+        columns.append(SCORE)
+    return columns
+
+
+def reference_sample(
+    splits: Splits, rows: int, seed: int = 0, model: FraudModel | None = None
+) -> pd.DataFrame:
+    """At most `rows` raw rows of the data set the model was built from, scored by `model`.
+
+    All three splits, not the training split alone: it covers whole days, so the hour of day is
+    compared like with like (the time-ordered training split ends part-way through a day).
+    """
+    frame = pd.concat([splits.train, splits.validation, splits.test], ignore_index=True)
+    if len(frame) > rows:
+        frame = frame.sample(n=rows, random_state=seed)
+    out = frame[list(FEATURE_COLUMNS)].reset_index(drop=True)
+    if model is not None:
+        out[SCORE] = model.predict_proba(out.to_numpy(np.float64))
     return out
 
 

@@ -3,6 +3,11 @@
 All three variants are XGBoost with early stopping on the (time-later) validation split. SMOTE runs
 inside an imbalanced-learn pipeline, so it only ever resamples the training rows; it is a
 training-time step and not part of the served model.
+
+`refit_variant` then trains the chosen variant again on training + validation rows, for a fixed
+number of rounds (no early stopping: validation is training data now). On time-ordered data the
+validation period is the most recent before the test, so a model that never learns from it is
+a model of older traffic (`fraud_core.training` runs the whole protocol).
 """
 
 from __future__ import annotations
@@ -33,6 +38,10 @@ XGB_FIELDS: tuple[str, ...] = (
 RESERVED_XGB_PARAMS = frozenset(
     {"eval_metric", "random_state", "seed", "n_jobs", "callbacks", "scale_pos_weight"}
 )
+#: How the refit's rounds follow from the best iteration: "scaled" by the rows ratio, or "best".
+REFIT_ROUNDS: tuple[str, ...] = ("scaled", "best")
+#: The protocol's name in params and manifests, with and without the refit.
+REFIT_PROTOCOL = {True: "train+validation", False: "off"}
 
 
 @dataclass(frozen=True)
@@ -51,6 +60,11 @@ class TrainConfig:
     selection: str = "best"
     seed: int = 0
     n_jobs: int | None = None
+    #: Refit the chosen variant on training + validation rows before it is tested and published.
+    refit: bool = True
+    #: The refit's rounds: "scaled" = (best iteration + 1) x refit rows / training rows; "best" =
+    #: best iteration + 1.
+    refit_rounds: str = "scaled"
     #: Further XGBoost parameters by their scikit-learn names (e.g. tuned `reg_lambda`,
     #: `reg_alpha`); empty unless a caller asks for them.
     xgb_extra: Mapping[str, Any] = field(default_factory=dict)
@@ -61,6 +75,8 @@ class TrainConfig:
             raise ValueError(f"variants must be a non-empty subset of {VARIANTS}, got {unknown}")
         if self.selection != "best" and self.selection not in self.variants:
             raise ValueError(f"selection must be 'best' or one of {self.variants}")
+        if self.refit_rounds not in REFIT_ROUNDS:
+            raise ValueError(f"refit_rounds must be one of {REFIT_ROUNDS}: {self.refit_rounds!r}")
         # A field given twice would leave the logged value and the trained one disagreeing.
         clash = set(self.xgb_extra) & {f.name for f in fields(self)}
         reserved = set(self.xgb_extra) & RESERVED_XGB_PARAMS
@@ -95,6 +111,7 @@ class TrainConfig:
     def as_params(self) -> dict[str, Any]:
         params = asdict(self)
         params["variants"] = ",".join(self.variants)
+        params["refit"] = REFIT_PROTOCOL[self.refit]
         # Flat, so each extra parameter is its own MLflow param (names cannot clash: see above).
         params.update(params.pop("xgb_extra"))
         return params
@@ -122,8 +139,38 @@ class TrainResult:
         return self.variants[self.chosen]
 
 
-def _classifier(config: TrainConfig, **extra: Any) -> xgb.XGBClassifier:
-    return xgb.XGBClassifier(**config.xgb_params(), **extra)
+def _fit(
+    name: str,
+    x: np.ndarray,
+    y: np.ndarray,
+    config: TrainConfig,
+    overrides: Mapping[str, Any],
+    eval_set: list[tuple[np.ndarray, np.ndarray]] | None = None,
+) -> tuple[xgb.XGBClassifier, dict[str, Any], int, int]:
+    """Fit one variant on (x, y); return the classifier, its params and the rows it saw."""
+    extra: dict[str, Any] = {}
+    rows, frauds = len(y), int(y.sum())
+    if name == "scale_pos_weight":
+        extra["scale_pos_weight"] = float((len(y) - y.sum()) / max(1, y.sum()))
+    params = {**config.xgb_params(), **overrides, **extra}
+    classifier = xgb.XGBClassifier(**params)
+    fit_kwargs: dict[str, Any] = {"verbose": False}
+    if eval_set is not None:
+        fit_kwargs["eval_set"] = eval_set
+    if name == "smote":
+        k = min(config.smote_k_neighbors, frauds - 1)
+        if k < 1:
+            raise ValueError("SMOTE needs at least two frauds in the training split")
+        smote = SMOTE(sampling_strategy=config.smote_ratio, k_neighbors=k, random_state=config.seed)
+        pipeline = Pipeline([("smote", smote), ("classifier", classifier)])
+        pipeline.fit(x, y, **{f"classifier__{key}": v for key, v in fit_kwargs.items()})
+        # What the classifier saw after resampling, for the record.
+        majority = rows - frauds
+        frauds = max(frauds, int(majority * config.smote_ratio))
+        rows = majority + frauds
+    else:
+        classifier.fit(x, y, **fit_kwargs)
+    return classifier, {k: v for k, v in params.items() if k != "callbacks"}, rows, frauds
 
 
 def train_variant(
@@ -140,30 +187,14 @@ def train_variant(
     `callbacks` run after each boosting round (tuning uses one to prune poor trials early).
     """
     start = time.perf_counter()
-    extra: dict[str, Any] = {}
-    train_rows, train_frauds = len(y_train), int(y_train.sum())
-    if name == "scale_pos_weight":
-        extra["scale_pos_weight"] = float((len(y_train) - y_train.sum()) / max(1, y_train.sum()))
-    classifier = _classifier(config, callbacks=list(callbacks) or None, **extra)
-    if name == "smote":
-        k = min(config.smote_k_neighbors, int(y_train.sum()) - 1)
-        if k < 1:
-            raise ValueError("SMOTE needs at least two frauds in the training split")
-        smote = SMOTE(sampling_strategy=config.smote_ratio, k_neighbors=k, random_state=config.seed)
-        pipeline = Pipeline([("smote", smote), ("classifier", classifier)])
-        pipeline.fit(
-            x_train,
-            y_train,
-            classifier__eval_set=[(x_val, y_val)],
-            classifier__verbose=False,
-        )
-        # What the classifier saw after resampling, for the record.
-        minority = int(y_train.sum())
-        majority = len(y_train) - minority
-        train_frauds = max(minority, int(majority * config.smote_ratio))
-        train_rows = majority + train_frauds
-    else:
-        classifier.fit(x_train, y_train, eval_set=[(x_val, y_val)], verbose=False)
+    classifier, params, train_rows, train_frauds = _fit(
+        name,
+        x_train,
+        y_train,
+        config,
+        {"callbacks": list(callbacks) or None},
+        eval_set=[(x_val, y_val)],
+    )
     best_iteration = int(getattr(classifier, "best_iteration", config.n_estimators - 1))
     # Keep only the trees up to the best iteration, so every consumer predicts the same.
     booster = classifier.get_booster()[: best_iteration + 1]
@@ -176,7 +207,62 @@ def train_variant(
         seconds=time.perf_counter() - start,
         train_rows=train_rows,
         train_frauds=train_frauds,
-        params={**config.xgb_params(), **extra},
+        params=params,
+    )
+
+
+@dataclass
+class RefitResult:
+    """The chosen variant trained again on more rows, for a fixed number of rounds."""
+
+    name: str
+    booster: xgb.Booster
+    rounds: int
+    #: Rows and frauds given to the refit (before SMOTE), and what it saw after resampling.
+    rows: int
+    frauds: int
+    train_rows: int
+    train_frauds: int
+    seconds: float
+    params: dict[str, Any] = field(default_factory=dict)
+
+
+def refit_rounds(best_iteration: int, train_rows: int, refit_rows: int, how: str) -> int:
+    """The refit's boosting rounds: the best iteration's count, scaled by the rows if asked.
+
+    More rows per round make each tree's gradient step count for more of the data, and a model of
+    more data usually takes more trees to reach the same fit: "scaled" keeps the rounds per row.
+    """
+    rounds = best_iteration + 1
+    if how == "scaled":
+        return max(1, round(rounds * refit_rows / max(1, train_rows)))
+    if how == "best":
+        return rounds
+    raise ValueError(f"refit_rounds must be one of {REFIT_ROUNDS}, got {how!r}")
+
+
+def refit_variant(
+    name: str, x: np.ndarray, y: np.ndarray, config: TrainConfig, rounds: int
+) -> RefitResult:
+    """Train variant `name` on (x, y) for exactly `rounds` rounds, with no early stopping."""
+    if name not in VARIANTS:
+        raise ValueError(f"unknown variant {name!r}: one of {VARIANTS}")
+    if rounds < 1 or y.sum() == 0:
+        raise ValueError("a refit needs at least one round and one fraud")
+    start = time.perf_counter()
+    classifier, params, train_rows, train_frauds = _fit(
+        name, x, y, config, {"n_estimators": rounds, "early_stopping_rounds": None}
+    )
+    return RefitResult(
+        name=name,
+        booster=classifier.get_booster(),
+        rounds=rounds,
+        rows=len(y),
+        frauds=int(y.sum()),
+        train_rows=train_rows,
+        train_frauds=train_frauds,
+        seconds=time.perf_counter() - start,
+        params=params,
     )
 
 

@@ -12,6 +12,7 @@ import pytest
 
 from fraud_core import plots, synthetic
 from fraud_core.bundle import FraudModel
+from fraud_core.data import split_by_time
 from fraud_core.drift import (
     HOUR,
     INPUT_COLUMNS,
@@ -23,6 +24,8 @@ from fraud_core.drift import (
     compare,
     psi,
     quantile_edges,
+    reference_sample,
+    window_columns,
 )
 from fraud_core.schema import FEATURE_COLUMNS, LABEL, TIME
 
@@ -207,3 +210,38 @@ def test_drift_plot_is_a_png(
     assert pixels.shape[0] > 100 and pixels.shape[1] > 300
     with pytest.raises(ValueError):
         plots.drift_histograms(ref, cur, {}, tmp_path / "empty.png")
+
+
+def test_the_hour_is_compared_only_over_a_whole_day(current: pd.DataFrame) -> None:
+    day = current.assign(**{TIME: np.linspace(0.0, 86_400.0, len(current))})
+    assert window_columns(day, with_score=True) is None
+    hours = current.assign(**{TIME: np.linspace(0.0, 6 * 3_600.0, len(current))})
+    short = window_columns(hours, with_score=False)
+    assert short is not None and HOUR not in short
+    assert set(short) == set(INPUT_COLUMNS) - {HOUR}
+    scored = window_columns(hours, with_score=True)
+    assert scored is not None and scored[-1] == SCORE and HOUR not in scored
+    assert window_columns(current.head(0), with_score=False) == short
+    # A short window with the rule compares as ok, where comparing the hour would flag it.
+    reference = synthetic.generate(n_rows=REFERENCE_ROWS, fraud_rate=0.01, seed=1)
+    night = current.assign(**{TIME: np.linspace(0.0, 4 * 3_600.0, len(current))})
+    assert compare(reference, night).table.set_index("feature").loc[HOUR, "status"] != "ok"
+    assert compare(reference, night, columns=window_columns(night, False)).status == "ok"
+
+
+def test_the_reference_is_sampled_from_every_split(
+    reference: pd.DataFrame, make_fraud_model: Callable[..., FraudModel]
+) -> None:
+    splits = split_by_time(reference)
+    sample = reference_sample(splits, rows=6_000, seed=0)
+    assert len(sample) == 6_000 and list(sample.columns) == list(FEATURE_COLUMNS)
+    # Rows from all three time-ordered splits, so it spans both days.
+    assert sample[TIME].min() < splits.validation[TIME].min()
+    assert sample[TIME].max() > splits.test[TIME].min()
+    assert reference_sample(splits, rows=6_000, seed=0).equals(sample)
+    whole = reference_sample(splits, rows=10 * REFERENCE_ROWS)
+    assert len(whole) == REFERENCE_ROWS
+    model = make_fraud_model(seed=0)
+    scored = reference_sample(splits, rows=1_000, seed=0, model=model)
+    expected = model.predict_proba(scored[list(FEATURE_COLUMNS)].to_numpy())
+    np.testing.assert_allclose(scored[SCORE].to_numpy(), expected)

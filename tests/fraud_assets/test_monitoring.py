@@ -23,7 +23,8 @@ from fraud_assets.definitions import (
     MONITORING_CHECKS,
     defs,
 )
-from fraud_assets.defs.assets.monitoring import labelled_transactions, prediction_drift
+from fraud_assets.defs.assets.labels import labelled_transactions
+from fraud_assets.defs.assets.monitoring import prediction_drift
 from fraud_assets.defs.sensors import drift_retrain_sensor
 from fraud_core.prediction_log import add_feedback
 from fraud_core.prediction_log.reports import latest_report

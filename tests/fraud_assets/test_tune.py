@@ -15,13 +15,13 @@ from mlflow.tracking import MlflowClient
 
 from fraud_assets.defs.assets._tuning import optuna_storage
 from fraud_assets.defs.assets.data import raw_transactions, transaction_splits
+from fraud_assets.defs.assets.labels import labelled_transactions
 from fraud_assets.defs.assets.model import (
     AnomalyConfig,
     TrainingConfig,
     anomaly_scores,
     fraud_model,
 )
-from fraud_assets.defs.assets.monitoring import labelled_transactions
 from fraud_core import synthetic
 from fraud_core.data import as_arrays, split_by_time
 from fraud_core.features import AnomalyScorer, base_features, model_features

@@ -2,7 +2,7 @@
 
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -14,23 +14,19 @@ from sklearn.metrics import average_precision_score, roc_auc_score
 
 from fraud_assets.defs import constants
 from fraud_assets.defs.assets._metadata import image, table
+from fraud_assets.defs.assets._training_log import log_training, training_metadata
 from fraud_assets.defs.assets._tuning import optuna_storage, run_study
 from fraud_assets.defs.resources import MlflowTracking, ModelStoreResource
 from fraud_core import plots, tracking
 from fraud_core.bundle import FraudModel, new_version
 from fraud_core.data import Splits, as_arrays
-from fraud_core.evaluate import ThresholdPolicy, choose_threshold, metrics
-from fraud_core.features import MODEL_FEATURES, AnomalyScorer, base_features, model_features
-from fraud_core.train import VARIANTS, TrainConfig, train
+from fraud_core.evaluate import ThresholdPolicy, metrics
+from fraud_core.features import MODEL_FEATURES
+from fraud_core.train import VARIANTS, TrainConfig
+from fraud_core.training import AnomalyFeatures, fit_anomaly, fit_fraud_model, model_inputs
 from fraud_core.tune import TuneConfig
 
-
-@dataclass
-class AnomalyFeatures:
-    """The IsolationForest fitted on the training split, and its score on every split."""
-
-    scorer: AnomalyScorer
-    scores: dict[str, np.ndarray]
+__all__ = ["AnomalyFeatures", "EvaluationReport", "TrainedModel"]
 
 
 @dataclass
@@ -44,6 +40,8 @@ class TrainedModel:
     data_fingerprint: str
     data_source: str
     threshold_policy: dict[str, Any]
+    #: The training protocol (refit, rows, rounds): `TrainingOutcome.record()`.
+    training: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -68,6 +66,10 @@ class TrainingConfig(dg.Config):
     #: "best" keeps the best validation AP; "smote" (or another variant) forces that variant.
     selection: str = constants.TRAIN.selection
     seed: int = constants.SEED
+    #: Refit the chosen variant (and the anomaly feature) on train + validation before test.
+    refit: bool = constants.TRAIN.refit
+    #: The refit's rounds: "scaled" (best iteration x rows ratio) or "best" (best iteration).
+    refit_rounds: str = constants.TRAIN.refit_rounds
     threshold_policy: str = constants.THRESHOLD.kind
     cost_missed_fraud: float = constants.THRESHOLD.cost_missed_fraud
     cost_false_alarm: float = constants.THRESHOLD.cost_false_alarm
@@ -90,6 +92,8 @@ class TrainingConfig(dg.Config):
             variants=tuple(self.variants),
             selection=self.selection,
             seed=self.seed,
+            refit=self.refit,
+            refit_rounds=self.refit_rounds,
         )
 
     def policy(self) -> ThresholdPolicy:
@@ -112,9 +116,8 @@ def anomaly_scores(
 ) -> dg.Output:
     """IsolationForest anomaly scores, fitted on the training split only, for every split."""
     start = time.perf_counter()
-    bases = {name: base_features(as_arrays(part)[0]) for name, part in transaction_splits.items()}
-    scorer = AnomalyScorer.fit(bases["train"], n_estimators=config.n_estimators, seed=config.seed)
-    scores = {name: scorer.score(base) for name, base in bases.items()}
+    features = fit_anomaly(transaction_splits, config.n_estimators, config.seed)
+    scores = features.scores
     y_val = transaction_splits.validation["Class"].to_numpy()
     y_train = transaction_splits.train["Class"].to_numpy()
     with tempfile.TemporaryDirectory() as tmp:
@@ -122,7 +125,7 @@ def anomaly_scores(
         shown = image(plot, "Anomaly score by class (train)")
     context.log.info(f"IsolationForest fitted and scored in {time.perf_counter() - start:.1f}s")
     return dg.Output(
-        AnomalyFeatures(scorer, scores),
+        features,
         metadata={
             "validation_ap_alone": float(average_precision_score(y_val, scores["validation"])),
             "validation_roc_auc_alone": float(roc_auc_score(y_val, scores["validation"])),
@@ -153,13 +156,7 @@ def fraud_model(
     # Built first, so a config without any budget fails before an MLflow run is opened.
     tune_config = config.tune_config() if config.tuning else None
     policy = config.policy()
-    raw = {name: as_arrays(part) for name, part in transaction_splits.items()}
-    x = {
-        name: model_features(base_features(raw[name][0]), anomaly_scores.scores[name])
-        for name in raw
-    }
-    y = {name: raw[name][1] for name in raw}
-    splits_summary = transaction_splits.summary()
+    inputs = model_inputs(transaction_splits, anomaly_scores)
     with mlflow_tracking.run(
         context,
         run_name=f"train-{context.run_id[:8]}",
@@ -175,81 +172,38 @@ def fraud_model(
             study = f"{config.tuning_study}-{transaction_splits.fingerprint[:12]}"
             storage = optuna_storage(model_store.models_dir)
             tuned, tuning_metadata = run_study(
-                context, x, y, train_config, tune_config, storage, study
+                context, inputs.x, inputs.y, train_config, tune_config, storage, study
             )
             train_config = tuned.train_config(train_config)
-        # With tuning, these are the tuned values (reg_lambda, reg_alpha among them).
-        mlflow.log_params(
-            {
-                **train_config.as_params(),
-                "threshold_policy": policy.kind,
-                "cost_missed_fraud": policy.cost_missed_fraud,
-                "cost_false_alarm": policy.cost_false_alarm,
-                "anomaly_trees": anomaly_scores.scorer.forest.n_trees,
-                "features": ",".join(MODEL_FEATURES),
-            }
-        )
-        mlflow.log_metrics(
-            {
-                f"{name}_{k}": float(v[k])
-                for name, v in splits_summary.items()
-                for k in ("rows", "frauds")
-            }
-        )
-        result = train(x["train"], y["train"], x["validation"], y["validation"], train_config)
-        for name, variant in result.variants.items():
-            with mlflow.start_run(run_name=f"variant-{name}", nested=True):
-                mlflow.set_tag("variant", name)
-                mlflow.log_params({k: v for k, v in variant.params.items() if v is not None})
-                mlflow.log_metrics(
-                    {
-                        "validation_average_precision": variant.validation_ap,
-                        "best_iteration": variant.best_iteration,
-                        "train_seconds": variant.seconds,
-                        "train_rows_after_resampling": variant.train_rows,
-                        "train_frauds_after_resampling": variant.train_frauds,
-                    }
-                )
-        best = result.best
-        validation_scores = best.booster.inplace_predict(x["validation"])
-        threshold = choose_threshold(y["validation"], validation_scores, policy)
+        outcome = fit_fraud_model(inputs, anomaly_scores, train_config, policy)
         version = new_version(run_id)
-        model = FraudModel(anomaly_scores.scorer, best.booster, threshold)
-        mlflow.set_tags({"chosen_variant": result.chosen, "model_version": version})
-        mlflow.log_metrics(
-            {
-                "validation_average_precision": best.validation_ap,
-                "best_iteration": best.best_iteration,
-                "threshold": threshold,
-                **{f"validation_ap_{n}": v.validation_ap for n, v in result.variants.items()},
-            }
-        )
+        log_training(outcome, policy, transaction_splits.summary(), version)
         manifest = {
             "model_version": version,
             "mlflow_run_id": run_id,
             "data_fingerprint": transaction_splits.fingerprint,
             "data_source": transaction_splits.source,
-            "variant": result.chosen,
+            "variant": outcome.chosen,
             "threshold_policy": policy.kind,
+            "training": outcome.record(),
         }
         model_uri = tracking.log_model(
-            model, manifest, transaction_splits.test.head(50), constants.MODEL_PIP_REQUIREMENTS
+            outcome.model,
+            manifest,
+            transaction_splits.test.head(50),
+            constants.MODEL_PIP_REQUIREMENTS,
         )
-    variants_table = {
-        name: {
-            "validation_ap": v.validation_ap,
-            "best_iteration": v.best_iteration,
-            "seconds": round(v.seconds, 1),
-        }
-        for name, v in result.variants.items()
-    }
-    context.log.info(f"chose {result.chosen}: validation AP {best.validation_ap:.4f}")
+    context.log.info(
+        f"chose {outcome.chosen}: validation AP {outcome.best.validation_ap:.4f}; "
+        f"refit {outcome.record()['refit']}, {outcome.boosting_rounds} rounds on "
+        f"{outcome.training_rows:,} rows"
+    )
     return dg.Output(
         TrainedModel(
-            model=model,
+            model=outcome.model,
             version=version,
-            variant=result.chosen,
-            validation_ap={n: v.validation_ap for n, v in result.variants.items()},
+            variant=outcome.chosen,
+            validation_ap={n: v.validation_ap for n, v in outcome.result.variants.items()},
             mlflow_run_id=run_id,
             model_uri=model_uri,
             data_fingerprint=transaction_splits.fingerprint,
@@ -259,13 +213,11 @@ def fraud_model(
                 "cost_missed_fraud": policy.cost_missed_fraud,
                 "cost_false_alarm": policy.cost_false_alarm,
             },
+            training=outcome.record(),
         ),
         metadata={
             "model_version": version,
-            "chosen_variant": result.chosen,
-            "validation_average_precision": best.validation_ap,
-            "variants": table(variants_table, "variant"),
-            "threshold": threshold,
+            **training_metadata(outcome),
             "mlflow_run_id": run_id,
             "mlflow_run": dg.MetadataValue.url(mlflow_tracking.run_url(run_id)),
             "model_uri": model_uri,

@@ -1,4 +1,4 @@
-"""Closing the loop: labels sent back to the API become training rows; drift of served inputs."""
+"""Watching the served model: how far its recent inputs and scores moved from training."""
 
 import tempfile
 from datetime import UTC, datetime, timedelta
@@ -6,8 +6,6 @@ from pathlib import Path
 from typing import Any
 
 import dagster as dg
-import numpy as np
-import pandas as pd
 
 from fraud_assets.defs import constants
 from fraud_assets.defs.assets._metadata import image, table
@@ -15,60 +13,9 @@ from fraud_assets.defs.resources import ModelStoreResource, Notifier, Prediction
 from fraud_core import drift
 from fraud_core.data import Splits
 from fraud_core.plots import drift_histograms
-from fraud_core.prediction_log import PROVENANCE_COLUMNS, labelled_rows, recent_predictions
+from fraud_core.prediction_log import recent_predictions
 from fraud_core.prediction_log.reports import save_report
-from fraud_core.schema import COLUMNS, FEATURE_COLUMNS, LABEL, TIME
-from fraud_core.store import ModelStore
-
-
-@dg.asset(
-    group_name="ingestion",
-    kinds={"pandas", "sql"},
-    owners=[constants.OWNER],
-    tags={"stage": "validate"},
-)
-def labelled_transactions(
-    context: dg.AssetExecutionContext, prediction_log: PredictionLogResource
-) -> dg.Output:
-    """Predictions the team labelled (POST /feedback), as training rows for the next retrain."""
-    engine = prediction_log.engine()
-    if engine is None:
-        context.log.info("the prediction log is off (FRAUD_PREDICTION_LOG_URL): no labels")
-        frame = pd.DataFrame({name: pd.Series(dtype="float64") for name in COLUMNS})
-        return dg.Output(frame, metadata={"rows": 0, "prediction_log": "off"})
-    labelled = labelled_rows(engine)
-    frame = labelled[list(COLUMNS)].reset_index(drop=True)
-    metadata: dict[str, Any] = {
-        "rows": len(frame),
-        "frauds": int((frame[LABEL] == 1).sum()),
-        "legit": int((frame[LABEL] == 0).sum()),
-        "prediction_log": prediction_log.where(),
-        "dagster/row_count": len(frame),
-    }
-    if len(labelled):
-        metadata["labelled_from"] = str(labelled["labelled_at"].min())
-        metadata["labelled_to"] = str(labelled["labelled_at"].max())
-        by_version = labelled.groupby("model_version")[LABEL].agg(["count", "sum"])
-        metadata["by_model_version"] = dg.MetadataValue.json(
-            {
-                str(v): {"rows": int(r["count"]), "frauds": int(r["sum"])}
-                for v, r in by_version.iterrows()
-            }
-        )
-        sources = labelled["label_source"].fillna("(none)").value_counts()
-        metadata["by_source"] = dg.MetadataValue.json({str(k): int(v) for k, v in sources.items()})
-        newest = labelled.tail(10)
-        metadata["newest_labels"] = table(
-            {
-                str(r["request_id"]): {
-                    "label": "fraud" if r[LABEL] == 1 else "legit",
-                    **{k: str(r[k]) for k in PROVENANCE_COLUMNS if k != "request_id"},
-                }
-                for _, r in newest.iterrows()
-            },
-            "request_id",
-        )
-    return dg.Output(frame, metadata=metadata)
+from fraud_core.schema import FEATURE_COLUMNS
 
 
 class DriftConfig(dg.Config):
@@ -93,22 +40,6 @@ class DriftConfig(dg.Config):
         )
 
 
-def _reference(splits: Splits, store: ModelStore, rows: int, seed: int) -> tuple[pd.DataFrame, Any]:
-    """The data set the model was built from, scored by the production model (if there is one).
-
-    All three splits, not the training split alone: it covers whole days, so the hour of day is
-    compared like with like (the time-ordered training split ends part-way through a day).
-    """
-    train = pd.concat([splits.train, splits.validation, splits.test], ignore_index=True)
-    if len(train) > rows:
-        train = train.sample(n=rows, random_state=seed)
-    frame = train[list(FEATURE_COLUMNS)].reset_index(drop=True)
-    model = store.load_production(verify=False)
-    if model is not None:
-        frame[drift.SCORE] = model.predict_proba(frame.to_numpy(np.float64))
-    return frame, model
-
-
 @dg.asset(
     group_name="monitoring",
     kinds={"pandas", "scipy"},
@@ -129,17 +60,14 @@ def prediction_drift(
         raise dg.Failure(description="the prediction log is off (FRAUD_PREDICTION_LOG_URL=off)")
     since = datetime.now(UTC) - timedelta(hours=config.window_hours)
     recent = recent_predictions(engine, limit=config.max_rows, since=since)
-    reference, model = _reference(
-        transaction_splits, model_store.store(), config.reference_rows, constants.SEED
+    model = model_store.store().load_production(verify=False)
+    reference = drift.reference_sample(
+        transaction_splits, config.reference_rows, constants.SEED, model
     )
     current = recent[[*FEATURE_COLUMNS, drift.SCORE]]
-    if drift.SCORE not in reference:
+    if model is None:
         current = current.drop(columns=drift.SCORE)
-    # The hour of day only compares over whole days; a shorter window differs by construction.
-    span_s = float(current[TIME].max() - current[TIME].min()) if len(current) else 0.0
-    columns = None if span_s >= 86_400 else [c for c in drift.INPUT_COLUMNS if c != drift.HOUR]
-    if columns is not None and drift.SCORE in reference:
-        columns.append(drift.SCORE)
+    columns = drift.window_columns(current, with_score=model is not None)
     base: dict[str, Any] = {
         "window_hours": config.window_hours,
         "current_rows": len(current),

@@ -88,6 +88,7 @@ def promoted_model(
                 "data_source": fraud_model.data_source,
                 "variant": fraud_model.variant,
                 "threshold_policy": fraud_model.threshold_policy["kind"],
+                "training": fraud_model.training,
                 "metrics": evaluation_report.metrics,
                 "promotion": decision.as_dict(),
             },
