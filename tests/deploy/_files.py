@@ -2,7 +2,7 @@
 
 There is no Docker engine on the test machines, so the files are checked as data: against the
 Compose Specification's JSON schema (vendored, see README.md here) and against what
-`scripts/stack.py` says each service needs.
+`servicectl/stack/` says each service needs.
 """
 
 from __future__ import annotations

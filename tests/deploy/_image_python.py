@@ -25,6 +25,7 @@ import importlib
 import importlib.abc
 import importlib.machinery
 import importlib.metadata as md
+import importlib.util
 import json
 import os
 import re
@@ -40,28 +41,29 @@ def canonical(name: str) -> str:
     return re.sub(r"[-_.]+", "-", name).lower()
 
 
-def owned_files(allowed: set[str]) -> tuple[set[str], dict[str, str]]:
-    """Files of the allowed distributions, and every site-packages file's owner."""
-    allowed_files: set[str] = set()
-    owner: dict[str, str] = {}
+def owned_files(allowed: set[str]) -> set[str]:
+    """The files the allowed distributions install (normalised paths)."""
+    files: set[str] = set()
     for dist in md.distributions():
-        name = canonical(dist.metadata["Name"])
-        for file in dist.files or []:
-            path = os.path.realpath(dist.locate_file(file))
-            owner.setdefault(path, name)
-            if name in allowed:
-                allowed_files.add(path)
-                owner[path] = name
-    return allowed_files, owner
+        if canonical(dist.metadata["Name"]) in allowed:
+            files.update(os.path.normpath(str(dist.locate_file(f))) for f in dist.files or [])
+    return files
+
+
+def owner_of(path: str) -> str:
+    """The distribution that installed a file (looked up only for a refusal's message)."""
+    for dist in md.distributions():
+        if any(os.path.normpath(str(dist.locate_file(f))) == path for f in dist.files or []):
+            return str(dist.metadata["Name"])
+    return "an unknown distribution"
 
 
 class ImageBlocker(importlib.abc.MetaPathFinder):
     """Refuse modules that live in site-packages but belong to no distribution of the image."""
 
-    def __init__(self, site_dirs: Sequence[str], allowed_files: set[str], owner: dict[str, str]):
-        self.site_dirs = [os.path.realpath(d) for d in site_dirs]
+    def __init__(self, site_dirs: Sequence[str], allowed_files: set[str]):
+        self.site_dirs = [os.path.normpath(d) for d in site_dirs]
         self.allowed_files = allowed_files
-        self.owner = owner
 
     def find_spec(
         self, fullname: str, path: Sequence[str] | None, target: ModuleType | None = None
@@ -72,17 +74,16 @@ class ImageBlocker(importlib.abc.MetaPathFinder):
         origin = spec.origin
         if origin in (None, "namespace", "built-in", "frozen"):
             return None  # built into the interpreter, or a namespace package (no files of its own)
-        real = os.path.realpath(origin)
-        if self._in_site(real) and real not in self.allowed_files:
-            raise ModuleNotFoundError(self._message(fullname, real), name=fullname)
+        path = os.path.normpath(origin)
+        if self._in_site(path) and path not in self.allowed_files:
+            raise ModuleNotFoundError(self._message(fullname, path), name=fullname)
         return None  # let the normal finders load it
 
     def _in_site(self, path: str) -> bool:
-        real = os.path.realpath(path)
-        return any(real == d or real.startswith(d + os.sep) for d in self.site_dirs)
+        return any(path == d or path.startswith(d + os.sep) for d in self.site_dirs)
 
     def _message(self, fullname: str, path: str) -> str:
-        dist = self.owner.get(os.path.realpath(path), "an unknown distribution")
+        dist = canonical(owner_of(path))
         return f"No module named {fullname!r} in this image ({dist} is not installed there)"
 
 
@@ -193,8 +194,7 @@ def main() -> None:
     sys.path[:] = [str(app_dir)] + [p for p in sys.path if keep(p)]
     # The editable install's finder maps the project's packages to the repository: drop it.
     sys.meta_path[:] = [f for f in sys.meta_path if "editable" not in type(f).__module__.lower()]
-    allowed_files, owner = owned_files(allowed)
-    blocker = ImageBlocker(sorted(site_dirs), allowed_files, owner)
+    blocker = ImageBlocker(sorted(site_dirs), owned_files(allowed))
     sys.meta_path.insert(0, blocker)
     for name in list(sys.modules):
         if name.split(".")[0] in {p.name for p in app_dir.iterdir()}:

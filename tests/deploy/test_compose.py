@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -31,6 +33,7 @@ from tests.deploy._files import (
     is_one_shot,
     load_compose,
     named_volume_mounts,
+    parse_dockerfile,
 )
 
 #: DESIGN.md's "Services and ports" (the original system's contract), as host ports. The tests read
@@ -47,7 +50,7 @@ DESIGN_PORTS = {
 MONITORING_PORTS = {"prometheus": 9090, "grafana": 3001}
 #: "Fraud API 8000 (container listens on 8080)".
 API_CONTAINER_PORT = 8080
-#: The services compose runs on top of scripts/stack.py's SERVICES.
+#: The services compose runs on top of servicectl/stack/services.py's SERVICES.
 COMPOSE_ONLY = {"postgres", "airflow-db", "dagster-code", "airflow-init", "grafana"}
 #: Published ports of the compose-only servers: (port variable, container port).
 DB_PORTS = {"postgres": ("POSTGRES_PORT", 5432), "airflow-db": ("AIRFLOW_DB_PORT", 5432)}
@@ -224,7 +227,7 @@ def test_required_secrets_have_no_default_and_are_left_empty() -> None:
                 assert match.group("op") == ":?", f"{name}: {secret} must be required (:?)"
 
 
-# --- the same services as scripts/stack.py --------------------------------------------------------
+# --- the same services as servicectl.stack ---------------------------------------------------------
 
 
 def test_services_are_stacks_plus_the_compose_only_ones() -> None:
@@ -268,6 +271,34 @@ def test_databases_are_published_on_5432_and_5433() -> None:
 @pytest.mark.parametrize("name", COMPOSE_FILES)
 def test_every_long_running_service_has_a_healthcheck(name: str) -> None:
     assert healthcheck_problems(load_compose(name)) == []
+
+
+#: Every Airflow role: its command and what its healthcheck asks.
+AIRFLOW_ROLES = {
+    "airflow-apiserver": ("api-server", "/api/v2/monitor/health"),
+    "airflow-scheduler": ("scheduler", "--job-type SchedulerJob --local"),
+    "airflow-dag-processor": ("dag-processor", "--job-type DagProcessorJob --local"),
+    "airflow-triggerer": ("triggerer", "--job-type TriggererJob --local"),
+}
+
+
+@pytest.mark.parametrize("name", ["docker-compose.yml", "airflow_bridge/docker-compose.yml"])
+def test_every_airflow_role_runs_from_one_image_with_its_own_check(name: str) -> None:
+    compose = services(load_compose(name))
+    scheduler = compose["airflow-scheduler"]
+    for role, (command, check) in AIRFLOW_ROLES.items():
+        service = compose[role]
+        assert service["command"][0] == command, role
+        assert check in healthcheck_test(service), role
+        # The same image and settings as the scheduler (the triggerer imports airflow_bridge's
+        # trigger from that image, with the scheduler's database and secrets).
+        assert service["image"] == scheduler["image"] == "fraud-platform-airflow", role
+        assert service["build"] == scheduler["build"], role
+        env = environment(service)
+        assert {key: env.get(key) for key in environment(scheduler)} == environment(scheduler)
+        assert depends_on(service)["airflow-init"] == {
+            "condition": "service_completed_successfully"
+        }, role
 
 
 def test_workers_have_their_own_checks() -> None:
@@ -452,7 +483,7 @@ def test_airflow_env_matches_stack_airflow_env(name: str) -> None:
 def test_airflow_drives_the_dagster_webserver_service() -> None:
     compose = services(top())
     port = stack.BY_NAME["dagster-webserver"].container_port
-    for name in ("airflow-apiserver", "airflow-scheduler", "airflow-dag-processor"):
+    for name in AIRFLOW_ROLES:
         assert environment(compose[name])["DAGSTER_WEBSERVER_URL"] == (
             f"http://dagster-webserver:{port}"
         )
@@ -468,6 +499,7 @@ def test_each_service_uses_its_database() -> None:
         "airflow-apiserver": "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN",
         "airflow-scheduler": "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN",
         "airflow-dag-processor": "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN",
+        "airflow-triggerer": "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN",
         "api": "FRAUD_PREDICTION_LOG_URL",
     }
     assert set(url_of) == {s.name for s in stack.SERVICES if s.database}
@@ -564,3 +596,91 @@ def test_docker_compose_config_accepts_the_file(name: str, tmp_path: Path) -> No
         check=False,
     )
     assert result.returncode == 0, result.stderr
+
+
+# --- the original system's commands ---------------------------------------------------------------
+
+#: `docker exec airflow_webserver airflow dags trigger weekly_retrain` (and `dags list`): the
+#: container names of the original system's README, on the services that now do that work.
+ORIGINAL_CONTAINERS = {
+    "docker-compose.yml": {"airflow_webserver": "airflow-apiserver", "mlflow_server": "mlflow"},
+    "airflow_bridge/docker-compose.yml": {"airflow_webserver": "airflow-apiserver"},
+    "mlflow_server/docker-compose.yml": {"mlflow_server": "mlflow"},
+}
+
+
+def _dockerfile_env(path: str) -> dict[str, str]:
+    dockerfile = parse_dockerfile(path)
+    env: dict[str, str] = {}
+    for instruction in dockerfile.of("ENV", dockerfile.final_stage):
+        for item in instruction.args.split():
+            name, _, value = item.partition("=")
+            env[name] = value
+    return env
+
+
+def original_name_problems(name: str, compose: dict[str, Any]) -> list[str]:
+    """What keeps the original README's `docker exec <container> airflow ...` from working."""
+    problems = []
+    named = {s.get("container_name"): n for n, s in services(compose).items()}
+    for container, service_name in ORIGINAL_CONTAINERS[name].items():
+        if named.get(container) != service_name:
+            problems.append(f"{container} is {named.get(container)}, not {service_name}")
+            continue
+        if container != "airflow_webserver":
+            continue
+        service = services(compose)[service_name]
+        # `docker exec` skips the entrypoint: the image's PATH and ENV, plus `environment:`.
+        if service.get("build", {}).get("dockerfile") != "airflow_bridge/Dockerfile":
+            problems.append(f"{container} is not the Airflow image")
+            continue
+        image_env = _dockerfile_env("airflow_bridge/Dockerfile")
+        if not image_env.get("PATH", "").startswith("/opt/venv/bin:"):
+            problems.append(f"{container}: `airflow` is not on the image's PATH")
+        dags = image_env.get("AIRFLOW__CORE__DAGS_FOLDER", "")
+        if not dags.startswith("/app/") or not (REPO / dags[5:] / "weekly_retrain.py").exists():
+            problems.append(f"{container}: the DAGs folder {dags!r} does not hold weekly_retrain")
+        env = environment(service)
+        if "@airflow-db:5432/airflow" not in env.get("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", ""):
+            problems.append(f"{container}: the CLI cannot reach the metadata DB")
+        if named_volume_mounts(service).get("/opt/airflow/logs") != "airflow-logs":
+            problems.append(f"{container}: the task logs are not in /opt/airflow/logs")
+    return problems
+
+
+@pytest.mark.parametrize("name", sorted(ORIGINAL_CONTAINERS))
+def test_the_original_container_names_resolve(name: str) -> None:
+    assert original_name_problems(name, load_compose(name)) == []
+    dag = (REPO / "airflow_bridge/dags/weekly_retrain.py").read_text()
+    assert 'dag_id="weekly_retrain"' in dag
+
+
+def test_a_container_name_on_the_wrong_service_is_caught() -> None:
+    compose = top()
+    del compose["services"]["airflow-apiserver"]["container_name"]
+    compose["services"]["airflow-scheduler"]["container_name"] = "airflow_webserver"
+    compose["services"]["airflow-apiserver"]["environment"].pop(
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"
+    )
+    assert original_name_problems("docker-compose.yml", compose) == [
+        "airflow_webserver is airflow-scheduler, not airflow-apiserver"
+    ]
+    compose["services"]["airflow-scheduler"].pop("container_name")
+    compose["services"]["airflow-apiserver"]["container_name"] = "airflow_webserver"
+    assert original_name_problems("docker-compose.yml", compose) == [
+        "airflow_webserver: the CLI cannot reach the metadata DB"
+    ]
+
+
+@pytest.mark.slow
+def test_the_airflow_cli_has_the_original_commands(tmp_path: Path) -> None:
+    """`airflow dags trigger` and `dags list` exist in the Airflow the image installs (its locked
+    version, this venv's); `tasks logs`, which the original README named, is not in Airflow 3.2."""
+    airflow = Path(sys.executable).parent / "airflow"
+    env = {**os.environ, "AIRFLOW_HOME": str(tmp_path), "AIRFLOW__CORE__LOAD_EXAMPLES": "False"}
+    out = subprocess.run(
+        [str(airflow), "dags", "--help"], env=env, capture_output=True, text=True, timeout=300
+    )
+    assert out.returncode == 0, out.stderr
+    commands = set(re.findall(r"^    ([a-z-]+)\s", out.stdout, re.MULTILINE))
+    assert {"trigger", "list", "list-runs", "state"} <= commands, out.stdout
