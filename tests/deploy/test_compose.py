@@ -227,7 +227,7 @@ def test_required_secrets_have_no_default_and_are_left_empty() -> None:
                 assert match.group("op") == ":?", f"{name}: {secret} must be required (:?)"
 
 
-# --- the same services as servicectl.stack ---------------------------------------------------------
+# --- the same services as servicectl.stack ------------------------------------------------------
 
 
 def test_services_are_stacks_plus_the_compose_only_ones() -> None:
