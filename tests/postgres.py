@@ -17,7 +17,6 @@ import importlib.util
 import os
 import pwd
 import shutil
-import socket
 import subprocess
 import tempfile
 import time
@@ -27,6 +26,8 @@ from typing import Any
 
 import psycopg2
 import pytest
+
+from servicectl.process import free_port, port_in_use
 
 #: Where the server is looked for, and where an embedded one is announced to workers.
 HOST_VAR, PORT_VAR, USER_VAR = "FRAUD_TEST_PG_HOST", "FRAUD_TEST_PG_PORT", "FRAUD_TEST_PG_USER"
@@ -54,21 +55,6 @@ def pg_address() -> PgAddress:
         int(os.environ.get(PORT_VAR, "5432")),
         os.environ.get(USER_VAR, "postgres"),
     )
-
-
-def listening(host: str, port: int, timeout: float = 2.0) -> bool:
-    """Whether anything accepts a TCP connection at host:port."""
-    try:
-        with socket.create_connection((host, port), timeout=timeout):
-            return True
-    except OSError:
-        return False
-
-
-def _free_port(host: str) -> int:
-    with socket.socket() as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
 
 
 def _wheel_bin() -> Path:
@@ -134,7 +120,7 @@ class EmbeddedPostgres:
             "-c full_page_writes=off -c max_connections=300"
         )
         for attempt in range(3):  # a free port can be taken between the probe and the bind
-            self.port = _free_port(self.host)
+            self.port = free_port(self.host)
             try:
                 self._run(
                     "pg_ctl", "-D", str(self.data), "-l", str(self.log), "-w",
@@ -206,7 +192,7 @@ def pytest_configure(config: pytest.Config) -> None:
         return  # an xdist worker: the controller has exported the address already
     configured = pg_address()
     embedded: EmbeddedPostgres | None = None
-    if listening(configured.host, configured.port):
+    if port_in_use(configured.port, configured.host, timeout_s=2.0):
         address = configured
         header = (
             f"postgresql: the server at {address.host}:{address.port} "

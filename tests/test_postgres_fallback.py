@@ -8,8 +8,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+from servicectl.process import port_in_use
 from tests.conftest import free_port
-from tests.postgres import PORT_VAR, listening
+from tests.postgres import PORT_VAR
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -44,7 +45,7 @@ def test_{name}_reaches_the_runs_server():
 
 def test_a_dead_configured_port_gets_a_server_of_the_runs_own(tmp_path: Path) -> None:
     dead = free_port()
-    assert not listening("127.0.0.1", dead)
+    assert not port_in_use(dead)
     suite = tmp_path / "suite"
     suite.mkdir()
     for name in ("a", "b"):
@@ -87,5 +88,5 @@ def test_a_dead_configured_port_gets_a_server_of_the_runs_own(tmp_path: Path) ->
     assert seen[0]["stack"] == f"postgresql://postgres@127.0.0.1:{port}"
     assert f"127.0.0.1:{port}" in header[0]
     # And it is gone after the run: stopped, its folder deleted.
-    assert not listening("127.0.0.1", port)
+    assert not port_in_use(port)
     assert not data.exists()
