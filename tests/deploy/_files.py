@@ -8,7 +8,9 @@ Compose Specification's JSON schema (vendored, see README.md here) and against w
 from __future__ import annotations
 
 import json
+import os
 import re
+import shutil
 import tomllib
 from dataclasses import dataclass, field
 from functools import cache
@@ -208,11 +210,19 @@ def lock_packages() -> dict[str, dict[str, Any]]:
     return {p["name"]: p for p in lock["package"]}
 
 
-def lock_closure(roots: list[str]) -> set[str]:
+#: A locked requirement: the package's name and the extras asked for (`uvicorn[standard]`).
+Root = tuple[str, tuple[str, ...]]
+
+
+def _root(requirement: dict[str, Any]) -> Root:
+    return requirement["name"], tuple(sorted(requirement.get("extra", [])))
+
+
+def lock_closure(roots: list[Root]) -> set[str]:
     """Every package the locked `roots` need, extras followed (markers ignored: a superset)."""
     packages = lock_packages()
-    seen: set[tuple[str, tuple[str, ...]]] = set()
-    todo: list[tuple[str, tuple[str, ...]]] = [(name, ()) for name in roots]
+    seen: set[Root] = set()
+    todo = list(roots)
     while todo:
         name, extras = todo.pop()
         if (name, extras) in seen:
@@ -222,26 +232,42 @@ def lock_closure(roots: list[str]) -> set[str]:
         deps = list(package.get("dependencies", []))
         for extra in extras:
             deps += package.get("optional-dependencies", {}).get(extra, [])
-        todo += [(d["name"], tuple(sorted(d.get("extra", [])))) for d in deps]
+        todo += [_root(d) for d in deps]
     return {name for name, _ in seen}
 
 
-def project_group(group: str) -> list[str]:
-    """The top-level packages of a dependency group of pyproject.toml, as the lock has them."""
+def _project() -> dict[str, Any]:
     (project,) = [p for p in lock_packages().values() if p.get("source", {}).get("editable")]
-    return [d["name"] for d in project["dev-dependencies"][group]]
+    return project
 
 
-def project_dependencies() -> list[str]:
-    """The project's own dependencies (the ML core's), as the lock has them."""
-    (project,) = [p for p in lock_packages().values() if p.get("source", {}).get("editable")]
-    return [d["name"] for d in project.get("dependencies", [])]
+def project_group(group: str) -> list[Root]:
+    """The top-level requirements of a dependency group of pyproject.toml, as the lock has them."""
+    return [_root(d) for d in _project()["dev-dependencies"][group]]
 
 
-def image_roots(sync_args: str) -> list[str]:
-    """The top-level packages a Dockerfile's `uv sync` installs, from its group flags."""
+def project_dependencies() -> list[Root]:
+    """The project's own requirements (the ML core's), as the lock has them."""
+    return [_root(d) for d in _project().get("dependencies", [])]
+
+
+def groups_closure(groups: list[str]) -> set[str]:
+    """What `uv sync --no-default-groups --group G...` installs: the project's own dependencies
+    and those groups, with everything they need."""
+    return lock_closure(project_dependencies() + [r for g in groups for r in project_group(g)])
+
+
+def image_roots(sync_args: str) -> list[Root]:
+    """The top-level requirements a Dockerfile's `uv sync` installs, from its group flags."""
     only = re.findall(r"--only-group ([\w-]+)", sync_args)
     if only:
-        return [name for group in only for name in project_group(group)]
+        return [root for group in only for root in project_group(group)]
     groups = re.findall(r"--group ([\w-]+)", sync_args)
-    return project_dependencies() + [name for group in groups for name in project_group(group)]
+    return project_dependencies() + [root for group in groups for root in project_group(group)]
+
+
+def uv() -> str:
+    """The uv that runs the tests (`uv run` exports UV), else the one on PATH."""
+    found = os.environ.get("UV") or shutil.which("uv")
+    assert found, "uv is needed to read the lock as uv does (`make uv` installs it)"
+    return found

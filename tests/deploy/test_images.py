@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 
-from tests.deploy._files import REPO, copy_sources, parse_dockerfile
+from tests.deploy._files import REPO, copy_sources, parse_dockerfile, uv
 
 RUNNER = Path(__file__).with_name("_image_python.py")
 #: The modules each image starts from (its CMD / entrypoint), and what they need in the environment.
@@ -38,13 +38,6 @@ NEVER: dict[str, set[str]] = {
     "airflow_bridge/Dockerfile": {"dagster", "mlflow", "mlflow-skinny", "xgboost", "pandas"},
     "mlflow_server/Dockerfile": {"xgboost", "dagster", "apache-airflow"},
 }
-
-
-def uv() -> str:
-    found = os.environ.get("UV") or shutil.which("uv")
-    if not found:
-        pytest.fail("uv is needed to read what each image installs (make test installs it)")
-    return found
 
 
 def sync_flags(dockerfile: str) -> list[str]:

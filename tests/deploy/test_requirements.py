@@ -7,26 +7,17 @@ platform without the dev tools, and the API exactly as its image installs it.
 
 from __future__ import annotations
 
-import os
 import re
 import shlex
-import shutil
 import subprocess
 
 import pytest
 
-from tests.deploy._files import REPO, lock_packages, parse_dockerfile
+from tests.deploy._files import REPO, groups_closure, parse_dockerfile, uv
 
 FILES = ("requirements.txt", "api/requirements.txt")
 EXPORT = re.compile(r"^#   uv export (?P<args>.+)$", re.MULTILINE)
 PINNED = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)==", re.MULTILINE)
-
-
-def uv() -> list[str]:
-    """The uv that runs the tests (`uv run` exports UV), else the one on PATH."""
-    found = os.environ.get("UV") or shutil.which("uv")
-    assert found, "uv is needed to check the lock (`make uv` installs it)"
-    return [found]
 
 
 def split(name: str) -> tuple[list[str], str]:
@@ -45,32 +36,12 @@ def pinned(body: str) -> set[str]:
     return {name.lower() for name in PINNED.findall(body)}
 
 
-def closure(groups: list[str]) -> set[str]:
-    """The locked packages that the project's own dependencies and `groups` need, their extras
-    (uvicorn[standard]) followed; markers ignored, as `uv export` keeps them as markers too."""
-    packages = lock_packages()
-    (project,) = [p for p in packages.values() if p.get("source", {}).get("editable")]
-    roots = list(project.get("dependencies", []))
-    roots += [d for group in groups for d in project["dev-dependencies"][group]]
-    seen: set[tuple[str, tuple[str, ...]]] = set()
-    todo = [(d["name"], tuple(sorted(d.get("extra", [])))) for d in roots]
-    while todo:
-        name, extras = todo.pop()
-        if (name, extras) not in seen:
-            seen.add((name, extras))
-            deps = list(packages[name].get("dependencies", []))
-            for extra in extras:
-                deps += packages[name].get("optional-dependencies", {}).get(extra, [])
-            todo += [(d["name"], tuple(sorted(d.get("extra", [])))) for d in deps]
-    return {name for name, _ in seen}
-
-
 @pytest.mark.parametrize("name", FILES)
 def test_is_what_uv_export_writes_from_the_lock(name: str) -> None:
     args, body = split(name)
     assert "--locked" in args, "a lock that is out of date must fail, not be exported"
     result = subprocess.run(
-        [*uv(), "export", "--quiet", *args],
+        [uv(), "export", "--quiet", *args],
         cwd=REPO,
         capture_output=True,
         text=True,
@@ -99,8 +70,8 @@ def test_the_platform_file_is_every_group_but_dev_with_the_project() -> None:
     assert body.startswith("-e .\n"), "the project itself, editable: its commands and imports"
     assert "--no-hashes" in args, "pip refuses an editable requirement in hash-checking mode"
     groups = ["dagster", "api", "mlflow-server", "airflow"]
-    assert pinned(body) == closure(groups)
-    dev_only = closure(["dev"]) - closure(groups)
+    assert pinned(body) == groups_closure(groups)
+    dev_only = groups_closure(["dev"]) - groups_closure(groups)
     assert {"pytest", "ruff", "mypy"} <= dev_only
     assert not dev_only & pinned(body)
 
@@ -110,7 +81,7 @@ def test_the_api_file_is_what_the_api_image_installs() -> None:
     assert "--no-emit-project" in args and "-e ." not in body
     (sync,) = [i for i in parse_dockerfile("api/Dockerfile").of("RUN") if "uv sync" in i.args]
     assert "--no-default-groups --group api " in sync.args + " "
-    assert pinned(body) == closure(["api"])
+    assert pinned(body) == groups_closure(["api"])
     for name in ("dagster", "optuna", "matplotlib", "apache-airflow", "mlflow", "pytest"):
         assert name not in pinned(body), name
     # Hashes: every pinned package carries them (pip then checks every download).
