@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import sys
-import time
 from pathlib import Path
 
 import httpx
@@ -18,10 +17,11 @@ import pytest
 
 from api.config import Settings, resolve_models_dir
 from fraud_core.store import ModelStore
+from servicectl.health import http_get, wait_until
+from servicectl.process import running
 from tests.api.conftest import MakeModel, publish
 from tests.conftest import free_port
 from tests.deploy._files import REPO, environment, load_compose, parse_dockerfile
-from tests.processes import running, tail
 
 #: The original system's mount point, and the one this platform's compose files use.
 ORIGINAL, COMPOSE = "/app/models", "/models"
@@ -110,16 +110,17 @@ def test_the_image_s_api_serves_from_either_mount(
     )
     log = tmp_path / "uvicorn.log"
     command = [sys.executable, "-m", "uvicorn", "api.main:app", "--port", str(port)]
+    url = f"http://127.0.0.1:{port}/ready"
     with running([*command, "--host", "127.0.0.1"], cwd=root, env=env, log=log) as proc:
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while True:
-            assert proc.poll() is None, f"uvicorn exited:\n{tail(log)}"
-            assert time.monotonic() < deadline, f"no answer on /ready:\n{tail(log)}"
-            try:
-                ready = httpx.get(f"http://127.0.0.1:{port}/ready", timeout=2)
-            except httpx.TransportError:
-                time.sleep(0.3)
-                continue
-            break
+        # Any answer will do (a 503 says which folder it watched): the assertions below judge it.
+        wait_until(
+            "uvicorn",
+            lambda: http_get(url) is not None,
+            START_TIMEOUT_S,
+            logs=[log],
+            process=proc,
+            interval_s=0.3,
+        )
+        ready = httpx.get(url, timeout=2)
     assert ready.status_code == 200, ready.text
     assert ready.json()["model_version"] == version

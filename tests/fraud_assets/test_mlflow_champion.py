@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import re
 import sys
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -25,8 +24,9 @@ from fraud_assets.definitions import ASSETS, CHECKS
 from fraud_core.bundle import load_bundle
 from fraud_core.schema import COLUMNS, FEATURE_COLUMNS, LABEL, TIME
 from fraud_core.synthetic import generate
+from servicectl.health import http_probe, wait_until
+from servicectl.process import running
 from tests.conftest import free_port, make_resources
-from tests.processes import running, tail
 
 CHAMPION = "models:/fraud-detector@champion"
 
@@ -142,17 +142,9 @@ def test_mlflow_models_serve_scores_integer_time(
         *("--env-manager", "local", "--host", "127.0.0.1", "--port", str(port)),
     ]
     log = tmp_path / "serve.log"
-    with running(command, cwd=root, env=env, log=log):
+    with running(command, cwd=root, env=env, log=log) as proc:
         url = f"http://127.0.0.1:{port}"
-        for _ in range(240):
-            try:
-                if httpx.get(f"{url}/ping", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.5)
-        else:
-            pytest.fail(f"mlflow models serve did not start:\n{tail(log)}")
+        wait_until("mlflow models serve", http_probe(f"{url}/ping"), 120, logs=[log], process=proc)
         payload = {"dataframe_split": rows.to_dict(orient="split", index=False)}
         assert isinstance(payload["dataframe_split"]["data"][0][0], int)  # Time goes as integers
         response = httpx.post(f"{url}/invocations", json=payload, timeout=30)
