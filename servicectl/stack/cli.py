@@ -9,7 +9,7 @@ from pathlib import Path
 
 from servicectl.process import ServiceError, alive
 from servicectl.stack.control import down, up
-from servicectl.stack.databases import drop_databases
+from servicectl.stack.databases import clear_feature_state, drop_databases
 from servicectl.stack.health import health
 from servicectl.stack.services import AIRFLOW_USER, BY_NAME, DAG_ID, REPO, SERVICES, installed
 from servicectl.stack.state import Stack
@@ -88,8 +88,10 @@ def main(argv: list[str] | None = None) -> int:
             down(stack)
             if args.drop_databases:
                 drop_databases(stack)
+                cleared = clear_feature_state(stack)
                 (stack.root / "stack.json").unlink(missing_ok=True)
                 print(f"dropped databases: {', '.join(stack.databases)}")
+                print(f"cleared the API's feature state: {cleared} Redis keys")
         elif args.command == "status":
             return 0 if print_status(stack) else 1
     except ServiceError as exc:

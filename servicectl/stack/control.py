@@ -9,7 +9,7 @@ import sys
 
 from servicectl.health import wait_until
 from servicectl.process import alive, port_in_use, start, stop, tail
-from servicectl.stack.databases import create_databases
+from servicectl.stack.databases import check_feature_state, create_databases
 from servicectl.stack.errors import StackError
 from servicectl.stack.health import dag_parsed, health, health_or_exit
 from servicectl.stack.services import (
@@ -74,6 +74,8 @@ def up(stack: Stack, names: list[str] | None = None, timeout_s: float = START_TI
             )
     if "prometheus" in wanted:
         render_prometheus_config(stack)
+    if "api" in wanted:
+        check_feature_state(stack)
     created = create_databases(stack)
     if created:
         print(f"created databases: {', '.join(created)}")

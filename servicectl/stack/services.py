@@ -86,7 +86,12 @@ SERVICES: tuple[Service, ...] = (
         8080,
         "/health",
         "predictions",
-        ("FRAUD_MODELS_DIR", "FRAUD_PREDICTION_LOG_URL"),
+        (
+            "FRAUD_MODELS_DIR",
+            "FRAUD_PREDICTION_LOG_URL",
+            "FRAUD_FEATURE_STATE",
+            "FRAUD_FEATURE_STATE_PREFIX",
+        ),
     ),
     # Scrapes the API and evaluates monitoring/prometheus/alerts.yml; not a Python package, so
     # only where a `prometheus` binary is installed (Debian: apt-get install prometheus).

@@ -41,6 +41,9 @@ class Stack:
     db_prefix: str
     ports: dict[str, int]
     host: str = "127.0.0.1"
+    #: The Redis that holds the API's online feature state (card transactions); "memory": none,
+    #: each API worker keeps its own (a laptop without Redis).
+    redis_url: str = "redis://127.0.0.1:6379/0"
     pids: dict[str, int] = field(default_factory=dict)
     secrets: dict[str, str] = field(default_factory=dict)
 
@@ -64,6 +67,7 @@ class Stack:
             ),
             db_prefix=os.environ.get("STACK_DB_PREFIX", "fraud_"),
             ports=ports,
+            redis_url=os.environ.get("STACK_REDIS_URL", "redis://127.0.0.1:6379/0"),
             secrets={
                 "jwt": new_secret(),
                 "api_secret": new_secret(),
@@ -120,6 +124,9 @@ class Stack:
             DAGSTER_WEBSERVER_URL=self.url("dagster-webserver"),
             # The API logs every prediction there; training reads the labels, drift the inputs.
             FRAUD_PREDICTION_LOG_URL=self.database_url("predictions"),
+            # The card-transactions state, shared by the API's workers, under the stack's prefix.
+            FRAUD_FEATURE_STATE=self.redis_url,
+            FRAUD_FEATURE_STATE_PREFIX=f"{self.db_prefix}state",
             # The MLflow server's job runner serves GenAI features; it would only compete with
             # training for the cores.
             MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false",

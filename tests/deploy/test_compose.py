@@ -45,15 +45,20 @@ DESIGN_PORTS = {
     "postgres": 5432,
     "airflow-db": 5433,
     "dagster-webserver": 3000,
+    "redis": 6379,
 }
 #: Monitoring, beside the original contract: Prometheus's own port; Grafana moved off Dagster's.
 MONITORING_PORTS = {"prometheus": 9090, "grafana": 3001}
 #: "Fraud API 8000 (container listens on 8080)".
 API_CONTAINER_PORT = 8080
 #: The services compose runs on top of servicectl/stack/services.py's SERVICES.
-COMPOSE_ONLY = {"postgres", "airflow-db", "dagster-code", "airflow-init", "grafana"}
+COMPOSE_ONLY = {"postgres", "airflow-db", "dagster-code", "airflow-init", "grafana", "redis"}
 #: Published ports of the compose-only servers: (port variable, container port).
-DB_PORTS = {"postgres": ("POSTGRES_PORT", 5432), "airflow-db": ("AIRFLOW_DB_PORT", 5432)}
+DB_PORTS = {
+    "postgres": ("POSTGRES_PORT", 5432),
+    "airflow-db": ("AIRFLOW_DB_PORT", 5432),
+    "redis": ("REDIS_PORT", 6379),
+}
 #: Secrets without a default: compose refuses to start until .env sets them.
 REQUIRED_SECRETS = (
     "POSTGRES_PASSWORD",
@@ -415,8 +420,12 @@ def test_platform_addresses_match_stack_env() -> None:
     """Every variable Stack.env() sets for the platform is set for Dagster, pointing at compose."""
     with mock.patch.dict("os.environ", {}, clear=True):
         env = _stack().env()
-    platform = set(env) - set(_stack().airflow_env()) - {"PATH"}
+    # The feature state is the API's alone (test_each_service_gets_the_variables_stack_gives_it
+    # checks the api service has it); Dagster never reads it.
+    api_only = {"FRAUD_FEATURE_STATE", "FRAUD_FEATURE_STATE_PREFIX"}
+    platform = set(env) - set(_stack().airflow_env()) - {"PATH"} - api_only
     compose = services(top())
+    assert environment(compose["api"])["FRAUD_FEATURE_STATE"] == "redis://redis:6379/0"
     for name in ("dagster-code", "dagster-webserver", "dagster-daemon"):
         assert platform <= set(environment(compose[name])), name
     dagster = environment(compose["dagster-code"])
