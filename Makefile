@@ -27,6 +27,11 @@ install: uv  ## create .venv from uv.lock
 dagster-home: install
 	@$(RUN) python -m fraud_assets.instance
 
+# The data contract follows the files in data/raw (FRAUD_DATA_DIR): Kaggle's creditcard.csv, or raw card
+# transactions (the Fraud-Detection-Handbook's layout loads as it is). With no file, the synthetic set of
+# FRAUD_DATA_CONTRACT: `make demo FRAUD_DATA_CONTRACT=cards` trains on the Handbook's simulator (5,000
+# customers, 10,000 terminals, 183 days; FRAUD_CARDS_CUSTOMERS / _TERMINALS / _DAYS make it smaller) and
+# serves POST /transactions/score. Variables given on make's command line reach every recipe.
 demo: materialize  ## install, materialize everything on the embedded defaults, then serve it
 	@echo
 	@echo "== Production model (models/production) =="
@@ -41,7 +46,7 @@ serve: install  ## the API on :8000, the Dagster UI on :3000, the MLflow UI on :
 api: install  ## only the API, on :8000
 	$(RUN) uvicorn api.main:app --host 127.0.0.1 --port $${FRAUD_API_PORT:-8000}
 
-materialize: dagster-home  ## train, evaluate, promote if better (weekly_retrain_job), a line per stage
+materialize: dagster-home  ## train, evaluate, promote if better (weekly_retrain_job), a line per stage (FRAUD_DATA_CONTRACT=cards: card transactions)
 	$(RUN) python scripts/run_pipeline.py
 
 status: install  ## print what is in production

@@ -22,6 +22,14 @@ or the KS statistic ≥ `ks_warn` (0.1), else **ok**; the report's status is its
 PSI leads because its usual thresholds do not depend on the sample size. The KS statistic only
 warns: it is a distance, not a test, so it too stays put as samples grow. The KS p-value is shown
 and never judged: on hundreds of thousands of rows it is tiny for shifts nobody would act on.
+
+**Card transactions.** The columns compared are the behavioural features the model scored
+(`fraud_core.cards.definition`), logged with each prediction (`card_predictions.features`),
+against the same features of the data set the model was built from (the split frames carry them,
+computed offline on the whole history): `reference_sample` picks them by the splits' contract.
+The calendar flags follow the hour's rule: `TX_DURING_NIGHT` only over windows of a whole day,
+`TX_DURING_WEEKEND` only over a whole week (`card_window_columns`). A served model of one
+contract is never compared with data of the other: `contract_mismatch` says why not.
 """
 
 from __future__ import annotations
@@ -34,6 +42,8 @@ import numpy as np
 import pandas as pd
 from scipy.stats import ks_2samp
 
+from fraud_core.cards.definition import TX_US, US_PER_DAY, FeatureDefinition
+from fraud_core.contracts import CARDS, KAGGLE
 from fraud_core.data import Splits
 from fraud_core.features import SECONDS_PER_DAY
 from fraud_core.schema import AMOUNT, FEATURE_COLUMNS, PCA_COLUMNS, TIME
@@ -46,6 +56,8 @@ HOUR = "hour"
 #: The input columns compared by default (the score is added when both frames have it).
 INPUT_COLUMNS: tuple[str, ...] = (*PCA_COLUMNS, AMOUNT, HOUR)
 STATUSES: tuple[str, ...] = ("ok", "warn", "fail")
+#: The card features that only compare over windows of at least this many days (see above).
+CALENDAR_SPANS_DAYS = {"TX_DURING_NIGHT": 1, "TX_DURING_WEEKEND": 7}
 
 
 class InsufficientData(ValueError):
@@ -165,19 +177,62 @@ def window_columns(current: pd.DataFrame, with_score: bool) -> list[str] | None:
     return columns
 
 
+def card_window_columns(
+    current: pd.DataFrame, definition: FeatureDefinition, with_score: bool
+) -> list[str]:
+    """The card features to compare for this window of predictions (`current` has `tx_us`).
+
+    Every behavioural feature, less the calendar flags whose period the window does not cover
+    (a window of a few hours differs in night share by construction, one of a few days in
+    weekend share), and the score when `with_score`.
+    """
+    tx_us = current[TX_US].to_numpy(np.int64) if TX_US in current and len(current) else None
+    span_days = 0.0 if tx_us is None else float(tx_us.max() - tx_us.min()) / US_PER_DAY
+    columns = [
+        name for name in definition.feature_names if span_days >= CALENDAR_SPANS_DAYS.get(name, 0)
+    ]
+    if with_score:
+        columns.append(SCORE)
+    return columns
+
+
+def contract_mismatch(splits: Splits, model: FraudModel | None) -> str | None:
+    """Why drift cannot compare this model's predictions with these splits, or None if it can.
+
+    The reference must be the data of the served model's contract (and, for cards, carry the
+    features of the model's definition): anything else would be a number about nothing.
+    """
+    if model is None:
+        return None
+    if model.contract != splits.contract:
+        return (
+            f"drift not computed for this contract: the served model {model.version} is of the "
+            f"{model.contract} contract, the training data of the {splits.contract} contract"
+        )
+    if model.contract == CARDS and model.feature_definition != splits.feature_definition:
+        return (
+            f"drift not computed for this contract: the served model {model.version} uses other "
+            "feature windows than the training data's features"
+        )
+    return None
+
+
 def reference_sample(
     splits: Splits, rows: int, seed: int = 0, model: FraudModel | None = None
 ) -> pd.DataFrame:
-    """At most `rows` raw rows of the data set the model was built from, scored by `model`.
+    """At most `rows` rows of the data set the model was built from, scored by `model`.
 
-    All three splits, not the training split alone: it covers whole days, so the hour of day is
-    compared like with like (the time-ordered training split ends part-way through a day).
+    Kaggle: the 30 raw fields; cards: the behavioural features (`splits.input_fields`). All three
+    splits, not the training split alone: it covers whole days, so the hour of day is compared
+    like with like (the time-ordered training split ends part-way through a day). `model` scores
+    them only when it is of the splits' contract (`contract_mismatch`).
     """
     frame = pd.concat([splits.train, splits.validation, splits.test], ignore_index=True)
     if len(frame) > rows:
         frame = frame.sample(n=rows, random_state=seed)
-    out = frame[list(FEATURE_COLUMNS)].reset_index(drop=True)
-    if model is not None:
+    columns = list(FEATURE_COLUMNS) if splits.contract == KAGGLE else list(splits.input_fields)
+    out = frame[columns].reset_index(drop=True)
+    if model is not None and contract_mismatch(splits, model) is None:
         out[SCORE] = model.predict_proba(out.to_numpy(np.float64))
     return out
 

@@ -7,8 +7,9 @@ Every variable is listed in `.env.example` and the README. Defaults need no serv
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
-from pydantic import AliasChoices, Field
+from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
@@ -47,3 +48,19 @@ class PlatformSettings(BaseSettings):
     synthetic_fraud_rate: float = Field(
         492 / 284_807, validation_alias="FRAUD_SYNTHETIC_FRAUD_RATE"
     )
+    #: Which data contract: "auto" (by the files' columns; no file: the Kaggle synthetic set),
+    #: "kaggle" or "cards" (`fraud_core.data.load_transactions`).
+    data_contract: Literal["auto", "kaggle", "cards"] = Field(
+        "auto", validation_alias="FRAUD_DATA_CONTRACT"
+    )
+    #: The synthetic card transactions (the Handbook's simulator; its full size by default).
+    cards_customers: int = Field(5000, ge=3, validation_alias="FRAUD_CARDS_CUSTOMERS")
+    cards_terminals: int = Field(10_000, ge=2, validation_alias="FRAUD_CARDS_TERMINALS")
+    cards_days: int = Field(183, ge=1, validation_alias="FRAUD_CARDS_DAYS")
+    cards_seed: int = Field(42, validation_alias="FRAUD_CARDS_SEED")
+
+    @field_validator("data_contract", mode="before")
+    @classmethod
+    def _contract_name(cls, value: object) -> object:
+        # " Cards " in a .env file means cards; anything else is refused with the three choices.
+        return value.strip().lower() if isinstance(value, str) else value

@@ -21,6 +21,7 @@ from mlflow.tracking import MlflowClient
 from mlflow.types.schema import AnyType, ColSpec, Schema
 
 from fraud_core.bundle import FraudModel, load_bundle, save_bundle
+from fraud_core.contracts import KAGGLE
 from fraud_core.schema import FEATURE_COLUMNS, scoring_matrix
 
 CHAMPION = "champion"
@@ -80,7 +81,11 @@ def run_url(ui_url: str, experiment_id: str, run_id: str) -> str:
 
 
 class FraudPyfunc(mlflow.pyfunc.PythonModel):  # type: ignore[name-defined]
-    """MLflow pyfunc over a bundle: a frame with the 30 raw fields in, probabilities out."""
+    """MLflow pyfunc over a bundle: a frame of the model's input fields in, probabilities out.
+
+    The input fields are the 30 raw fields (Kaggle), or the behavioural features (cards), which a
+    caller computes with `fraud_core.cards.features` (the API computes them from its state).
+    """
 
     def load_context(self, context: Any) -> None:
         self.model = load_bundle(context.artifacts["bundle"], verify=True)
@@ -88,18 +93,39 @@ class FraudPyfunc(mlflow.pyfunc.PythonModel):  # type: ignore[name-defined]
     def predict(self, context: Any, model_input: pd.DataFrame, params: Any = None) -> np.ndarray:
         # The signature lets any column type through (see `signature`): the schema's own checks
         # name the column and the rows of a text, missing or out-of-range value here.
-        return self.model.predict_proba(scoring_matrix(model_input))
+        if self.model.contract == KAGGLE:
+            return self.model.predict_proba(scoring_matrix(model_input))
+        return self.model.predict_proba(feature_rows(model_input, self.model.input_fields))
 
 
-def signature(example: pd.DataFrame, output: np.ndarray) -> ModelSignature:
-    """The 30 fields by name, each of any numeric type, and the probability out.
+def feature_rows(frame: pd.DataFrame, fields: tuple[str, ...]) -> np.ndarray:
+    """The behavioural feature columns as a float matrix; ValueError naming what is wrong."""
+    missing = [name for name in fields if name not in frame.columns]
+    if missing:
+        raise ValueError(f"missing feature column(s) {', '.join(missing)}")
+    values = frame[list(fields)].apply(pd.to_numeric, errors="coerce").to_numpy(np.float64)
+    bad = ~np.isfinite(values)
+    if bad.any():
+        rows, cols = np.nonzero(bad)
+        named = sorted({fields[c] for c in cols})
+        raise ValueError(
+            f"column(s) {', '.join(named)} hold {int(bad.sum())} missing, non-numeric or "
+            f"infinite value(s), e.g. at row(s) {', '.join(map(str, rows[:3]))}"
+        )
+    return values
+
+
+def signature(
+    example: pd.DataFrame, output: np.ndarray, fields: tuple[str, ...] = FEATURE_COLUMNS
+) -> ModelSignature:
+    """The input fields by name, each of any numeric type, and the probability out.
 
     A typed `double` column would refuse integers: MLflow does not convert int64 to float64
     (`Can not safely convert int64 to float64`), and `pd.read_csv` of the real file gives `Time`
     as int64. `AnyType` keeps every field required by name, so a missing column is still
     refused by MLflow itself; the model converts and validates the values.
     """
-    inputs = Schema([ColSpec(AnyType(), name) for name in FEATURE_COLUMNS])
+    inputs = Schema([ColSpec(AnyType(), name) for name in fields])
     return ModelSignature(inputs=inputs, outputs=infer_signature(example, output).outputs)
 
 
@@ -109,12 +135,13 @@ def log_model(
     """Log the bundle as the active run's pyfunc model; return its model URI."""
     with tempfile.TemporaryDirectory() as tmp:
         bundle_dir = save_bundle(model, Path(tmp) / "bundle", manifest)
-        example = example[list(FEATURE_COLUMNS)]
+        fields = model.input_fields
+        example = example[list(fields)]
         info = mlflow.pyfunc.log_model(
             name="model",
             python_model=FraudPyfunc(),
             artifacts={"bundle": str(bundle_dir)},
-            signature=signature(example, model.predict_proba(example.to_numpy())),
+            signature=signature(example, model.predict_proba(example.to_numpy()), fields),
             input_example=example.head(2),
             # Given explicitly: inferring them loads the model in a subprocess (seconds).
             pip_requirements=pip_requirements,

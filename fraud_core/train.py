@@ -157,7 +157,11 @@ def _fit(
     fit_kwargs: dict[str, Any] = {"verbose": False}
     if eval_set is not None:
         fit_kwargs["eval_set"] = eval_set
-    if name == "smote":
+    if name == "smote" and frauds >= (rows - frauds) * config.smote_ratio:
+        # The frauds are already at least the asked share: SMOTE could only remove some (it
+        # refuses to), so the variant trains on the rows as they are.
+        classifier.fit(x, y, **fit_kwargs)
+    elif name == "smote":
         k = min(config.smote_k_neighbors, frauds - 1)
         if k < 1:
             raise ValueError("SMOTE needs at least two frauds in the training split")

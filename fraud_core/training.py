@@ -19,9 +19,13 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import pandas as pd
+import xgboost as xgb
 
 from fraud_core.bundle import FraudModel
-from fraud_core.data import Splits, as_arrays
+from fraud_core.cards.definition import FeatureDefinition
+from fraud_core.contracts import KAGGLE
+from fraud_core.data import Splits
 from fraud_core.evaluate import ThresholdPolicy, choose_threshold
 from fraud_core.features import AnomalyScorer, base_features, model_features
 from fraud_core.train import (
@@ -49,11 +53,17 @@ class AnomalyFeatures:
     seed: int = 0
 
 
+def _base(splits: Splits, x: np.ndarray) -> np.ndarray:
+    """The features the forest and the classifier share: Kaggle's from the raw fields; the
+    card contract's behavioural features are already that."""
+    return base_features(x) if splits.contract == KAGGLE else x
+
+
 def fit_anomaly(
     splits: Splits, n_estimators: int = 100, seed: int = 0, n_jobs: int | None = None
 ) -> AnomalyFeatures:
     """Fit the IsolationForest on the training split only and score every split."""
-    bases = {name: base_features(as_arrays(part)[0]) for name, part in splits.items()}
+    bases = {name: _base(splits, splits.arrays(part)[0]) for name, part in splits.items()}
     scorer = AnomalyScorer.fit(bases["train"], n_estimators=n_estimators, seed=seed, n_jobs=n_jobs)
     scores = {name: scorer.score(base) for name, base in bases.items()}
     return AnomalyFeatures(scorer, scores, n_estimators, seed)
@@ -66,13 +76,35 @@ class ModelInputs:
     base: dict[str, np.ndarray]
     x: dict[str, np.ndarray]
     y: dict[str, np.ndarray]
+    #: What the models built from these inputs take (`FraudModel`'s fields of the same names).
+    contract: str = KAGGLE
+    feature_definition: FeatureDefinition | None = None
+    history: pd.DataFrame | None = None
+
+    def model(self, scorer: AnomalyScorer, booster: xgb.Booster, threshold: float) -> FraudModel:
+        """A model of these inputs' contract (with the cards' definition and history)."""
+        return FraudModel(
+            scorer,
+            booster,
+            threshold,
+            contract=self.contract,
+            feature_definition=self.feature_definition,
+            history_frame=self.history,
+        )
 
 
 def model_inputs(splits: Splits, anomaly: AnomalyFeatures) -> ModelInputs:
-    raw = {name: as_arrays(part) for name, part in splits.items()}
-    base = {name: base_features(raw[name][0]) for name in raw}
+    raw = {name: splits.arrays(part) for name, part in splits.items()}
+    base = {name: _base(splits, raw[name][0]) for name in raw}
     x = {name: model_features(base[name], anomaly.scores[name]) for name in raw}
-    return ModelInputs(base, x, {name: raw[name][1] for name in raw})
+    return ModelInputs(
+        base,
+        x,
+        {name: raw[name][1] for name in raw},
+        contract=splits.contract,
+        feature_definition=splits.feature_definition,
+        history=splits.history,
+    )
 
 
 @dataclass
@@ -159,7 +191,7 @@ def select(
     scores = np.asarray(result.best.booster.inplace_predict(x["validation"]))
     threshold = choose_threshold(y["validation"], scores, policy)
     return Selection(
-        result, threshold, scores, FraudModel(anomaly.scorer, result.best.booster, threshold)
+        result, threshold, scores, inputs.model(anomaly.scorer, result.best.booster, threshold)
     )
 
 
@@ -197,7 +229,7 @@ def finish(
     refit = refit_variant(
         best.name, model_features(base, scorer.score(base)), labels, config, rounds
     )
-    return outcome(FraudModel(scorer, refit.booster, selection.threshold), refit, labels)
+    return outcome(inputs.model(scorer, refit.booster, selection.threshold), refit, labels)
 
 
 def fit_fraud_model(

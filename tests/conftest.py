@@ -39,6 +39,8 @@ from tests.run_cache import run_scoped_dir, seed_mlflow_db, set_root
 #: Small but learnable: 40,000 rows at 1 % fraud give ~80 frauds in each later split.
 SMALL_ROWS = 40_000
 SMALL_FRAUD_RATE = 0.01
+#: A small synthetic card set (customers, terminals, days): ~28,000 transactions over 60 days.
+SMALL_CARDS = (250, 500, 60)
 
 
 @pytest.fixture(autouse=True, scope="session")
@@ -71,6 +73,10 @@ def _isolated_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "dagster_home"))
     monkeypatch.setenv("FRAUD_SYNTHETIC_ROWS", str(SMALL_ROWS))
     monkeypatch.setenv("FRAUD_SYNTHETIC_FRAUD_RATE", str(SMALL_FRAUD_RATE))
+    # The contract follows the test's files, whatever the developer's shell has set.
+    monkeypatch.setenv("FRAUD_DATA_CONTRACT", "auto")
+    for name, value in zip(("CUSTOMERS", "TERMINALS", "DAYS"), SMALL_CARDS, strict=True):
+        monkeypatch.setenv(f"FRAUD_CARDS_{name}", str(value))
     monkeypatch.setenv("FRAUD_PREDICTION_LOG_URL", f"sqlite:///{tmp_path / 'predictions.db'}")
     (tmp_path / "dagster_home").mkdir()
 
@@ -84,8 +90,14 @@ def make_resources(
     seed: int = 42,
     promotion_rules: PromotionRules | None = None,
     prediction_log_url: str | None = None,
+    contract: str = "auto",
+    cards: tuple[int, int, int] = SMALL_CARDS,
 ) -> dict[str, Any]:
-    """Resources for `dg.materialize`, all state under `tmp_path`."""
+    """Resources for `dg.materialize`, all state under `tmp_path`.
+
+    `contract` "cards" with no file in `tmp_path/raw` trains on a synthetic card set of `cards`
+    (customers, terminals, days).
+    """
     if tracking_uri is None:
         seed_mlflow_db(tmp_path / "mlflow.db")
     return {
@@ -95,9 +107,13 @@ def make_resources(
         "notifier": Notifier(),
         "data_source": DataSource(
             data_dir=str(tmp_path / "raw"),
+            contract=contract,
             synthetic_rows=rows,
             synthetic_seed=seed,
             synthetic_fraud_rate=fraud_rate,
+            cards_customers=cards[0],
+            cards_terminals=cards[1],
+            cards_days=cards[2],
         ),
         "model_store": ModelStoreResource(models_dir=str(tmp_path / "models")),
         "promotion_rules": promotion_rules or PromotionRules(),

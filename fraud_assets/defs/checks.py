@@ -6,23 +6,42 @@ import dagster as dg
 import pandas as pd
 
 from fraud_assets.defs import constants
-from fraud_assets.defs.assets.data import raw_transactions, transaction_splits
+from fraud_assets.defs.assets.data import contract_of, raw_transactions, transaction_splits
 from fraud_assets.defs.assets.model import EvaluationReport, evaluation_report
 from fraud_assets.defs.resources import PromotionRules
 from fraud_core import schema
+from fraud_core.cards import schema as card_schema
+from fraud_core.contracts import CARDS
 from fraud_core.data import Splits
 
 _RAW_CHECKS = {
     "check_raw_transactions_schema": (
         schema.structure_problems,
-        "All 31 columns present and numeric, at least one row",
+        "All columns of the contract present and of their type, at least one row",
     ),
     "check_raw_transactions_nulls": (schema.null_problems, "No missing or infinite values"),
-    "check_raw_transactions_labels": (schema.label_problems, "Class holds only 0 and 1"),
+    "check_raw_transactions_labels": (schema.label_problems, "The label holds only 0 and 1"),
     "check_raw_transactions_ranges": (
         schema.range_problems,
-        "Values within their valid range (Time and Amount >= 0)",
+        "Values within their valid range (times and amounts >= 0)",
     ),
+}
+UNIQUE_IDS = "check_raw_transactions_unique_ids"
+_DESCRIPTIONS = {
+    **{name: description for name, (_, description) in _RAW_CHECKS.items()},
+    UNIQUE_IDS: "Every transaction_id appears once (card transactions)",
+}
+#: Which check reports each kind of problem of the card contract (`fraud_core.cards.schema`).
+_CARD_CHECK_OF_KIND = {
+    "missing_column": "check_raw_transactions_schema",
+    "empty": "check_raw_transactions_schema",
+    "not_numeric": "check_raw_transactions_schema",
+    "datetime": "check_raw_transactions_schema",
+    "id": "check_raw_transactions_schema",
+    "nulls": "check_raw_transactions_nulls",
+    "label": "check_raw_transactions_labels",
+    "range": "check_raw_transactions_ranges",
+    "duplicate_id": UNIQUE_IDS,
 }
 
 
@@ -42,27 +61,52 @@ def _result(
     )
 
 
+def _problems_result(
+    context: dg.AssetCheckExecutionContext,
+    name: str,
+    problems: list[schema.Problem],
+    ok: str = "ok",
+) -> dg.AssetCheckResult:
+    return _result(
+        context,
+        name,
+        not problems,
+        "; ".join(p.message for p in problems) or ok,
+        columns=dg.MetadataValue.json(sorted({p.column for p in problems if p.column})),
+        bad_rows=sum(p.count for p in problems),
+        examples=dg.MetadataValue.json([e for p in problems for e in p.examples][:10]),
+    )
+
+
 @dg.multi_asset_check(
     specs=[
         dg.AssetCheckSpec(name, asset=raw_transactions, blocking=True, description=description)
-        for name, (_, description) in _RAW_CHECKS.items()
+        for name, description in _DESCRIPTIONS.items()
     ]
 )
 def raw_transactions_checks(
     context: dg.AssetCheckExecutionContext, raw_transactions: pd.DataFrame
 ) -> Iterable[dg.AssetCheckResult]:
-    """Schema, nulls, labels and ranges of the raw data, each reported with columns and rows."""
+    """Schema, nulls, labels, ranges and unique ids of the raw data, with columns and rows.
+
+    Each contract has its own rules (`fraud_core.schema` for Kaggle's fields,
+    `fraud_core.cards.schema` for card transactions), reported under the same check names.
+    """
+    if contract_of(raw_transactions) == CARDS:
+        found: dict[str, list[schema.Problem]] = {name: [] for name in _DESCRIPTIONS}
+        for problem in card_schema.problems(raw_transactions):
+            found[_CARD_CHECK_OF_KIND.get(problem.kind, "check_raw_transactions_schema")].append(
+                problem
+            )
+        for name, problems in found.items():
+            yield _problems_result(context, name, problems)
+        return
     for name, (find, _) in _RAW_CHECKS.items():
-        problems = find(raw_transactions)
-        yield _result(
-            context,
-            name,
-            not problems,
-            "; ".join(p.message for p in problems) or "ok",
-            columns=dg.MetadataValue.json(sorted({p.column for p in problems if p.column})),
-            bad_rows=sum(p.count for p in problems),
-            examples=dg.MetadataValue.json([e for p in problems for e in p.examples][:10]),
-        )
+        yield _problems_result(context, name, find(raw_transactions))
+    # Kaggle rows have no id: identical rows are legitimate there (the real file holds some).
+    yield _problems_result(
+        context, UNIQUE_IDS, [], ok="the Kaggle contract has no transaction ids to check"
+    )
 
 
 @dg.asset_check(asset=transaction_splits, blocking=True)
@@ -77,7 +121,7 @@ def check_transaction_splits_min_frauds(
         "check_transaction_splits_min_frauds",
         not short,
         (
-            "too few frauds in column Class: "
+            f"too few frauds in column {transaction_splits.label}: "
             + ", ".join(f"{k} has {n}" for k, n in short.items())
             + f" (minimum {constants.MIN_FRAUDS_PER_SPLIT} per split)"
             if short
@@ -95,14 +139,17 @@ def check_evaluation_report_quality_floor(
 ) -> dg.AssetCheckResult:
     """The model clears the absolute quality floor on the test split."""
     policy = promotion_rules.policy()
-    failures = policy.floor_failures(evaluation_report.metrics)
+    contract = evaluation_report.contract
+    failures = policy.floor_failures(evaluation_report.metrics, contract)
+    floor_ap, floor_auc = policy.floors(contract)
     return _result(
         context,
         "check_evaluation_report_quality_floor",
         not failures,
         "; ".join(failures) or "above the floor",
+        contract=contract,
         average_precision=evaluation_report.metrics["average_precision"],
         roc_auc=evaluation_report.metrics["roc_auc"],
-        floor_average_precision=policy.floor_average_precision,
-        floor_roc_auc=policy.floor_roc_auc,
+        floor_average_precision=floor_ap,
+        floor_roc_auc=floor_auc,
     )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from fraud_core.cards.definition import DEFAULT as CARD_FEATURES
+from fraud_core.cards.evaluate import DEFAULT_K
 from fraud_core.drift import DriftThresholds
 from fraud_core.evaluate import ThresholdPolicy
 from fraud_core.promote import PromotionPolicy
@@ -13,6 +15,11 @@ OWNER = "team:fraud-ml"
 VALIDATION_FRACTION = 0.2
 TEST_FRACTION = 0.2
 MIN_FRAUDS_PER_SPLIT = 20
+
+#: The card contract's behavioural features (windows, label delay, night hours, lateness).
+FEATURES = CARD_FEATURES
+#: Card Precision@k: the cards a team of investigators checks a day (the Handbook's 100).
+CARD_PRECISION_K = DEFAULT_K
 
 ANOMALY_TREES = 100
 SEED = 0

@@ -20,7 +20,9 @@ from pydantic import Field
 import fraud_notify
 from fraud_assets.defs import constants
 from fraud_core import tracking
-from fraud_core.data import LoadedData, load_transactions
+from fraud_core.cards import schema as card_schema
+from fraud_core.contracts import CARDS, CONTRACTS, KAGGLE
+from fraud_core.data import LoadedData, data_files, header, load_transactions
 from fraud_core.promote import PromotionPolicy
 from fraud_core.store import ModelStore
 
@@ -31,20 +33,45 @@ if TYPE_CHECKING:
 
 
 class DataSource(dg.ConfigurableResource):
-    """Transactions from `data_dir` (`*.csv`, `*.parquet`), or a synthetic set when it is empty."""
+    """Transactions from `data_dir` (`*.csv`, `*.parquet`), or a synthetic set when it is empty.
+
+    The data contract (Kaggle's fields or raw card transactions) comes from the files' columns,
+    or from `contract` (`FRAUD_DATA_CONTRACT`: auto, kaggle or cards); with no file, `cards`
+    gives the synthetic card set of `cards_*` size (the Handbook's simulator), else Kaggle's.
+    """
 
     data_dir: str
+    contract: str = "auto"
     synthetic_rows: int = 284_807
     synthetic_seed: int = 42
     synthetic_fraud_rate: float = 492 / 284_807
+    cards_customers: int = 5_000
+    cards_terminals: int = 10_000
+    cards_days: int = 183
+    #: The card simulator's seed (None: `synthetic_seed`).
+    cards_seed: int | None = None
 
     def load(self) -> LoadedData:
         return load_transactions(
             Path(self.data_dir),
+            contract=self.contract,
             synthetic_rows=self.synthetic_rows,
             seed=self.synthetic_seed,
             fraud_rate=self.synthetic_fraud_rate,
+            cards_customers=self.cards_customers,
+            cards_terminals=self.cards_terminals,
+            cards_days=self.cards_days,
+            cards_seed=self.cards_seed,
         )
+
+    def current_contract(self) -> str:
+        """The contract `load` will use, from the files' headers alone (no rows read)."""
+        if self.contract in CONTRACTS:
+            return self.contract
+        files = data_files(Path(self.data_dir))
+        found = {card_schema.contract_of(header(path)) for path in files}
+        # A folder that mixes contracts (or holds neither) fails `load` with the reason.
+        return CARDS if found == {CARDS} else KAGGLE
 
 
 class ModelStoreResource(dg.ConfigurableResource):
@@ -65,6 +92,8 @@ class PromotionRules(dg.ConfigurableResource):
     n_resamples: int = constants.PROMOTION.n_resamples
     floor_average_precision: float = constants.PROMOTION.floor_average_precision
     floor_roc_auc: float = constants.PROMOTION.floor_roc_auc
+    cards_floor_average_precision: float = constants.PROMOTION.cards_floor_average_precision
+    cards_floor_roc_auc: float = constants.PROMOTION.cards_floor_roc_auc
     guards: dict[str, float] = Field(default_factory=lambda: dict(constants.PROMOTION.guards))
 
     def policy(self) -> PromotionPolicy:
@@ -74,6 +103,8 @@ class PromotionRules(dg.ConfigurableResource):
             n_resamples=self.n_resamples,
             floor_average_precision=self.floor_average_precision,
             floor_roc_auc=self.floor_roc_auc,
+            cards_floor_average_precision=self.cards_floor_average_precision,
+            cards_floor_roc_auc=self.cards_floor_roc_auc,
             guards=dict(self.guards),
         )
 
@@ -203,9 +234,14 @@ def default_resources() -> dict[str, Any]:
     return {
         "data_source": DataSource(
             data_dir=str(settings.data_dir),
+            contract=settings.data_contract,
             synthetic_rows=settings.synthetic_rows,
             synthetic_seed=settings.synthetic_seed,
             synthetic_fraud_rate=settings.synthetic_fraud_rate,
+            cards_customers=settings.cards_customers,
+            cards_terminals=settings.cards_terminals,
+            cards_days=settings.cards_days,
+            cards_seed=settings.cards_seed,
         ),
         "model_store": ModelStoreResource(models_dir=str(settings.models_dir)),
         "promotion_rules": PromotionRules(),

@@ -26,6 +26,7 @@ RAW_CHECKS = {
     "check_raw_transactions_nulls",
     "check_raw_transactions_labels",
     "check_raw_transactions_ranges",
+    "check_raw_transactions_unique_ids",
 }
 CHECKS = RAW_CHECKS | {
     "check_transaction_splits_min_frauds",

@@ -13,7 +13,11 @@ import pytest
 from servicectl.health import http_probe, wait_until
 from servicectl.process import running
 from tests.conftest import free_port, fresh_database
-from tests.fraud_assets.trained import trained, trained_weak  # noqa: F401 (shared fixtures)
+from tests.fraud_assets.trained import (  # noqa: F401 (shared fixtures)
+    trained,
+    trained_cards,
+    trained_weak,
+)
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 VENV_BIN = Path(sys.executable).parent

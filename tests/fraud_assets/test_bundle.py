@@ -162,3 +162,72 @@ def test_new_version_is_sortable_and_names_the_run() -> None:
     assert early == "20250102T030405Z-abcdef12"
     assert late == "20250102T030406Z-local"
     assert early < late
+
+
+# -- the card-transactions contract ---------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def cards_saved(tmp_path_factory: pytest.TempPathFactory) -> tuple[FraudModel, Path]:
+    """A cards model trained on the features of a small simulated set, saved once."""
+    import xgboost as xgb
+
+    from fraud_core.cards.definition import FeatureDefinition
+    from fraud_core.cards.features import feature_matrix
+    from fraud_core.cards.splits import HISTORY_COLUMNS
+    from fraud_core.cards.synthetic import generate
+    from fraud_core.features import AnomalyScorer, model_features
+
+    definition = FeatureDefinition(customer_windows_days=(1, 14), terminal_windows_days=(7,))
+    frame = generate(n_customers=80, n_terminals=150, n_days=30, seed=4)
+    x = feature_matrix(frame, definition)
+    anomaly = AnomalyScorer.fit(x, n_estimators=20, seed=0)
+    classifier = xgb.XGBClassifier(n_estimators=15, max_depth=3, n_jobs=1)
+    classifier.fit(model_features(x, anomaly.score(x)), frame["is_fraud"])
+    model = FraudModel(
+        anomaly,
+        classifier.get_booster(),
+        0.4,
+        contract="cards",
+        feature_definition=definition,
+        history_frame=frame[list(HISTORY_COLUMNS)].tail(500).reset_index(drop=True),
+    )
+    directory = save_bundle(model, tmp_path_factory.mktemp("cards") / "b", dict(MANIFEST_IN))
+    return model, directory
+
+
+def test_a_cards_bundle_round_trips_its_definition_and_history(
+    cards_saved: tuple[FraudModel, Path],
+) -> None:
+    model, directory = cards_saved
+    loaded = load_bundle(directory)
+    assert loaded.contract == "cards" and loaded.feature_definition == model.feature_definition
+    assert loaded.input_fields == model.feature_definition.feature_names  # type: ignore[union-attr]
+    assert len(loaded.input_fields) == 3 + 2 * 2 + 2 * 1
+    manifest = json.loads((directory / MANIFEST).read_text())
+    assert manifest["contract"] == "cards" and set(manifest["files"]) == {
+        CLASSIFIER,
+        ANOMALY,
+        "history.parquet",
+    }
+    assert manifest["feature_definition"]["terminal_windows_days"] == [7]
+    history = loaded.history()
+    assert history is not None and model.history_frame is not None
+    assert history.equals(model.history_frame)
+    rows = np.random.default_rng(0).uniform(0, 50, size=(20, len(loaded.input_fields)))
+    np.testing.assert_array_equal(loaded.predict_proba(rows), model.predict_proba(rows))
+    with pytest.raises(ValueError, match=r"\(n, 9\) matrix of cards"):
+        loaded.predict_proba(rows[:, :5])
+
+
+def test_a_cards_bundle_with_an_altered_history_is_refused(
+    cards_saved: tuple[FraudModel, Path], tmp_path: Path
+) -> None:
+    import pandas as pd
+
+    copy = Path(shutil.copytree(cards_saved[1], tmp_path / "copy"))
+    history = pd.read_parquet(copy / "history.parquet")
+    history.loc[0, "is_fraud"] = 1 - history.loc[0, "is_fraud"]
+    history.to_parquet(copy / "history.parquet", index=False)
+    with pytest.raises(BundleError, match=r"history\.parquet"):
+        load_bundle(copy)

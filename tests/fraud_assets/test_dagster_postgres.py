@@ -53,7 +53,7 @@ def test_materialization_is_recorded_in_postgres(
         )
     assert result.success
     check_keys = [e.asset_check_key for e in result.get_asset_check_evaluations()]
-    assert len(check_keys) == 6
+    assert len(check_keys) == 7
 
     # A new instance on the same database sees everything the run recorded.
     with dg.DagsterInstance.from_config(str(home)) as reread:

@@ -114,7 +114,7 @@ def client(mlflow_server: MlflowServer) -> Iterator[MlflowClient]:
 def test_first_materialization_succeeds_and_promotes(first: Materialized) -> None:
     assert first.result.success, first.failures
     evaluations = first.result.get_asset_check_evaluations()
-    assert len(evaluations) == 6
+    assert len(evaluations) == 7
     assert all(e.passed for e in evaluations), [e.check_name for e in evaluations if not e.passed]
     promoted = first.metadata("promoted_model")
     assert promoted["decision"] == "promoted"

@@ -64,6 +64,7 @@ def test_definitions_wire_the_graph() -> None:
         "check_raw_transactions_nulls": True,
         "check_raw_transactions_labels": True,
         "check_raw_transactions_ranges": True,
+        "check_raw_transactions_unique_ids": True,
         "check_transaction_splits_min_frauds": True,
         "check_evaluation_report_quality_floor": True,
         # Drift warns or fails, but nothing downstream waits for it.
@@ -76,7 +77,7 @@ def test_first_run_promotes_and_records_everything(trained: Trained) -> None:
     assert result.success
 
     assert all(e.passed for e in checks(result).values())
-    assert len(checks(result)) == 6
+    assert len(checks(result)) == 7
 
     raw = metadata(result, "raw_transactions")
     assert raw["rows"] == 40_000

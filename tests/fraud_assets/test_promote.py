@@ -73,6 +73,31 @@ def test_the_first_model_is_promoted_when_it_clears_the_floor(
     assert decision.champion is None
 
 
+def test_the_cards_contract_has_its_own_floor(rows: tuple[np.ndarray, ...]) -> None:
+    """ROC AUC 0.85 is below Kaggle's floor (0.90) but above the cards floor (0.80)."""
+    y, strong, _ = rows
+    challenger = {**measured(y, strong), "roc_auc": 0.85}
+    assert POLICY.floors("cards") == (0.50, 0.80)
+    assert decide(y, strong, challenger, None, None, POLICY, contract="cards").promote
+    weaker = {**challenger, "roc_auc": 0.79}
+    assert not decide(y, strong, weaker, None, None, POLICY, contract="cards").promote
+
+
+def test_a_champion_that_cannot_be_compared_is_recorded_with_the_reason(
+    rows: tuple[np.ndarray, ...],
+) -> None:
+    y, strong, _ = rows
+    why = "production v1 is a model of the kaggle contract, which cannot score these rows"
+    decision = decide(
+        y, strong, measured(y, strong), None, None, POLICY, "v1", no_champion_reason=why
+    )
+    assert (
+        decision.promote
+        and decision.reason == f"first model: {why} and the challenger clears the floor"
+    )
+    assert decision.champion_version == "v1" and decision.champion is None
+
+
 def test_a_clearly_better_challenger_is_promoted(rows: tuple[np.ndarray, ...]) -> None:
     y, strong, weak = rows
     decision = decide(

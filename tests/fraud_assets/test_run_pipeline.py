@@ -36,6 +36,7 @@ CHECKS = (
     "check_raw_transactions_nulls",
     "check_raw_transactions_labels",
     "check_raw_transactions_ranges",
+    "check_raw_transactions_unique_ids",
     "check_transaction_splits_min_frauds",
     "check_evaluation_report_quality_floor",
 )

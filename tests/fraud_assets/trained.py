@@ -11,7 +11,7 @@ import shutil
 import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +22,7 @@ import pytest
 from fraud_assets.definitions import ASSETS, CHECKS
 from fraud_assets.defs.assets.model import TrainingConfig
 from fraud_assets.defs.resources import PromotionRules
-from tests.conftest import SMALL_FRAUD_RATE, SMALL_ROWS, make_resources
+from tests.conftest import SMALL_CARDS, SMALL_FRAUD_RATE, SMALL_ROWS, make_resources
 
 #: A deliberately weak model that still clears a lowered floor.
 WEAK = TrainingConfig(n_estimators=4, max_depth=1, learning_rate=0.3, variants=["none"])
@@ -48,11 +48,13 @@ class Trained:
     root: Path
     result: dg.ExecuteInProcessResult
     promotion_rules: PromotionRules | None
+    #: Further `make_resources` arguments of the run (e.g. contract="cards").
+    options: dict[str, Any] = field(default_factory=dict)
 
     @property
     def resources(self) -> dict[str, Any]:
         """The resources the run used: reading through them reads the shared state."""
-        return make_resources(self.root, promotion_rules=self.promotion_rules)
+        return make_resources(self.root, promotion_rules=self.promotion_rules, **self.options)
 
     def copy_to(self, dest: Path) -> dict[str, Any]:
         """The state copied into `dest` (for a test that writes), and resources on the copy."""
@@ -65,7 +67,7 @@ class Trained:
         _move_paths(dest / "mlflow.db", self.root, dest)
         for mlmodel in (dest / "mlartifacts").rglob("MLmodel"):  # it records its artifact_path
             mlmodel.write_text(mlmodel.read_text().replace(str(self.root), str(dest)))
-        return make_resources(dest, promotion_rules=self.promotion_rules)
+        return make_resources(dest, promotion_rules=self.promotion_rules, **self.options)
 
 
 def _move_paths(db: Path, old: Path, new: Path) -> None:
@@ -108,6 +110,9 @@ def _own_environment(root: Path) -> Iterator[None]:
         mp.setenv("DAGSTER_HOME", str(root))
         mp.setenv("FRAUD_SYNTHETIC_ROWS", str(SMALL_ROWS))
         mp.setenv("FRAUD_SYNTHETIC_FRAUD_RATE", str(SMALL_FRAUD_RATE))
+        mp.setenv("FRAUD_DATA_CONTRACT", "auto")
+        for name, value in zip(("CUSTOMERS", "TERMINALS", "DAYS"), SMALL_CARDS, strict=True):
+            mp.setenv(f"FRAUD_CARDS_{name}", str(value))
         mp.setenv("FRAUD_PREDICTION_LOG_URL", f"sqlite:///{root / 'predictions.db'}")
         try:
             yield
@@ -117,19 +122,32 @@ def _own_environment(root: Path) -> Iterator[None]:
 
 
 def train_once(
-    root: Path, promotion_rules: PromotionRules | None = None, **ops: dg.Config
+    root: Path,
+    promotion_rules: PromotionRules | None = None,
+    options: dict[str, Any] | None = None,
+    **ops: dg.Config,
 ) -> Trained:
-    """Materialize the graph on the empty state in `root` (defaults to the test's resources)."""
+    """Materialize the graph on the empty state in `root` (defaults to the test's resources).
+
+    `options` are further `make_resources` arguments (e.g. contract="cards").
+    """
+    options = dict(options or {})
     with _own_environment(root):
-        resources = make_resources(root, promotion_rules=promotion_rules)
+        resources = make_resources(root, promotion_rules=promotion_rules, **options)
         result = materialize(resources, **ops)
-    return Trained(root, result, promotion_rules)
+    return Trained(root, result, promotion_rules, options)
 
 
 @pytest.fixture(scope="session")
 def trained(tmp_path_factory: pytest.TempPathFactory) -> Trained:
     """The default graph once on empty state (promoted, registered as version 1). Read only."""
     return train_once(tmp_path_factory.mktemp("trained"))
+
+
+@pytest.fixture(scope="session")
+def trained_cards(tmp_path_factory: pytest.TempPathFactory) -> Trained:
+    """The default graph once on a small synthetic card set (contract cards). Read only."""
+    return train_once(tmp_path_factory.mktemp("trained_cards"), options={"contract": "cards"})
 
 
 @pytest.fixture(scope="session")

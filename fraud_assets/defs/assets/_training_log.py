@@ -6,7 +6,6 @@ import mlflow
 
 from fraud_assets.defs.assets._metadata import table
 from fraud_core.evaluate import ThresholdPolicy
-from fraud_core.features import MODEL_FEATURES
 from fraud_core.training import TrainingOutcome
 
 
@@ -26,7 +25,8 @@ def log_training(
             "cost_missed_fraud": policy.cost_missed_fraud,
             "cost_false_alarm": policy.cost_false_alarm,
             "anomaly_trees": outcome.model.anomaly.forest.n_trees,
-            "features": ",".join(MODEL_FEATURES),
+            "features": ",".join(outcome.model.feature_names),
+            "contract": outcome.model.contract,
             # The protocol: what the published model was trained on, and for how many rounds.
             "refit_rounds": record["refit_rounds"] or "-",
             "boosting_rounds": record["boosting_rounds"],

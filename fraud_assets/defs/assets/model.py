@@ -13,15 +13,17 @@ from pydantic import Field
 from sklearn.metrics import average_precision_score, roc_auc_score
 
 from fraud_assets.defs import constants
+from fraud_assets.defs.assets._evaluation import confusion_rows, log_plots
 from fraud_assets.defs.assets._metadata import image, table
 from fraud_assets.defs.assets._training_log import log_training, training_metadata
 from fraud_assets.defs.assets._tuning import optuna_storage, run_study
 from fraud_assets.defs.resources import MlflowTracking, ModelStoreResource
 from fraud_core import plots, tracking
 from fraud_core.bundle import FraudModel, new_version
-from fraud_core.data import Splits, as_arrays
+from fraud_core.cards.evaluate import card_precision_top_k
+from fraud_core.contracts import CARDS, KAGGLE
+from fraud_core.data import Splits
 from fraud_core.evaluate import ThresholdPolicy, metrics
-from fraud_core.features import MODEL_FEATURES
 from fraud_core.train import VARIANTS, TrainConfig
 from fraud_core.training import AnomalyFeatures, fit_anomaly, fit_fraud_model, model_inputs
 from fraud_core.tune import TuneConfig
@@ -49,6 +51,13 @@ class EvaluationReport:
     metrics: dict[str, float]
     test_scores: np.ndarray
     mlflow_run_id: str
+    #: Cards: Card Precision@k of each test day (`CardPrecision.as_rows()`).
+    card_precision_per_day: dict[str, dict[str, float | int]] | None = None
+    #: The data contract of the model and its test rows (the floor depends on it).
+    contract: str = KAGGLE
+
+
+_HEADLINE = ("average_precision", "roc_auc", f"card_precision_top_{constants.CARD_PRECISION_K}")
 
 
 class AnomalyConfig(dg.Config):
@@ -118,8 +127,9 @@ def anomaly_scores(
     start = time.perf_counter()
     features = fit_anomaly(transaction_splits, config.n_estimators, config.seed)
     scores = features.scores
-    y_val = transaction_splits.validation["Class"].to_numpy()
-    y_train = transaction_splits.train["Class"].to_numpy()
+    label = transaction_splits.label
+    y_val = transaction_splits.validation[label].to_numpy()
+    y_train = transaction_splits.train[label].to_numpy()
     with tempfile.TemporaryDirectory() as tmp:
         plot = plots.anomaly_by_class(y_train, scores["train"], Path(tmp) / "anomaly.png")
         shown = image(plot, "Anomaly score by class (train)")
@@ -163,9 +173,15 @@ def fraud_model(
         tags={
             "data_fingerprint": transaction_splits.fingerprint,
             "data_source": transaction_splits.source,
+            "contract": transaction_splits.contract,
         },
     ) as run:
         run_id = run.info.run_id
+        if transaction_splits.feature_definition is not None:
+            # The behavioural features' definition: what the API's state must compute.
+            mlflow.log_dict(
+                transaction_splits.feature_definition.as_dict(), "features/definition.json"
+            )
         tuning_metadata: dict[str, Any] = {}
         if tune_config is not None:
             # Trials scored on other data are not comparable: new data, new study.
@@ -239,58 +255,50 @@ def evaluation_report(
     mlflow_tracking: MlflowTracking,
 ) -> dg.Output:
     """Test-split metrics at the validation-chosen threshold, with plots, logged to MLflow."""
-    x_test, y_test = as_arrays(transaction_splits.test)
-    # Score through the bundle's own path (raw fields -> probability), exactly as it is served.
+    x_test, y_test = transaction_splits.arrays(transaction_splits.test)
+    # Score through the bundle's own path (input fields -> probability), exactly as it is served.
     scores = fraud_model.model.predict_proba(x_test)
     policy = ThresholdPolicy(**fraud_model.threshold_policy)
     figures = metrics(y_test, scores, fraud_model.model.threshold, policy)
+    card_precision = None
+    if transaction_splits.contract == CARDS:
+        card_precision = card_precision_top_k(
+            transaction_splits.test, scores, constants.CARD_PRECISION_K
+        )
+        figures[f"card_precision_top_{card_precision.k}"] = card_precision.mean
+    names = fraud_model.model.feature_names
     gain = fraud_model.model.booster.get_score(importance_type="gain")
-    importance = {MODEL_FEATURES[int(k[1:])]: float(v) for k, v in gain.items()}  # type: ignore[arg-type]
-    with (
-        tempfile.TemporaryDirectory() as tmp,
-        mlflow_tracking.run(context, run_id=fraud_model.mlflow_run_id),
-    ):
-        folder = Path(tmp)
-        pngs = {
-            "Precision-recall curve": plots.pr_curve(
-                y_test,
-                scores,
-                figures["average_precision"],
-                figures["threshold"],
-                folder / "pr_curve.png",
-            ),
-            "ROC curve": plots.roc(y_test, scores, figures["roc_auc"], folder / "roc_curve.png"),
-            "Scores by class": plots.score_distribution(
-                y_test, scores, figures["threshold"], folder / "score_distribution.png"
-            ),
-            "Feature importance": plots.feature_importance(
-                importance, folder / "feature_importance.png"
-            ),
-        }
+    importance = {names[int(k[1:])]: float(v) for k, v in gain.items()}  # type: ignore[arg-type]
+    with mlflow_tracking.run(context, run_id=fraud_model.mlflow_run_id):
         mlflow.log_metrics({f"test_{k}": v for k, v in figures.items()})
-        for png in pngs.values():
-            mlflow.log_artifact(str(png), artifact_path="plots")
+        shown = log_plots(y_test, scores, figures, importance)
         mlflow.log_dict(figures, "evaluation/test_metrics.json")
-        shown = {f"plot_{p.stem}": image(p, title) for title, p in pngs.items()}
+        if card_precision is not None:
+            mlflow.log_table(card_precision.per_day, "evaluation/card_precision_per_day.json")
     context.log.info(
         f"test AP {figures['average_precision']:.4f}, ROC AUC {figures['roc_auc']:.4f}, "
         f"recall@P90 {figures['recall_at_precision_90']:.3f}"
+        + (
+            f", Card Precision@{card_precision.k} {card_precision.mean:.3f} over "
+            f"{len(card_precision.per_day)} days"
+            if card_precision is not None
+            else ""
+        )
     )
-    confusion = {
-        "actual fraud": {
-            "predicted fraud": int(figures["tp"]),
-            "predicted legit": int(figures["fn"]),
-        },
-        "actual legit": {
-            "predicted fraud": int(figures["fp"]),
-            "predicted legit": int(figures["tn"]),
-        },
-    }
+    per_day = card_precision.as_rows() if card_precision is not None else None
+    extra: dict[str, Any] = {}
+    if per_day is not None:
+        extra["card_precision_per_day"] = table(per_day, "day")
     return dg.Output(
-        EvaluationReport(figures, scores, fraud_model.mlflow_run_id),
+        EvaluationReport(
+            figures, scores, fraud_model.mlflow_run_id, per_day, transaction_splits.contract
+        ),
         metadata={
+            # The headline first (the command line shows the first few): AP, AUC, CP@k.
+            **{k: float(figures[k]) for k in _HEADLINE if k in figures},
             **{k: float(v) for k, v in figures.items()},
-            "confusion_matrix": table(confusion, "at threshold"),
+            **extra,
+            "confusion_matrix": table(confusion_rows(figures), "at threshold"),
             "mlflow_run": dg.MetadataValue.url(mlflow_tracking.run_url(fraud_model.mlflow_run_id)),
             **shown,
         },

@@ -11,9 +11,10 @@ from fraud_assets.defs import constants
 from fraud_assets.defs.assets._metadata import image, table
 from fraud_assets.defs.resources import ModelStoreResource, Notifier, PredictionLogResource
 from fraud_core import drift
+from fraud_core.contracts import CARDS
 from fraud_core.data import Splits
 from fraud_core.plots import drift_histograms
-from fraud_core.prediction_log import recent_predictions
+from fraud_core.prediction_log import recent_card_predictions, recent_predictions
 from fraud_core.prediction_log.reports import save_report
 from fraud_core.schema import FEATURE_COLUMNS
 
@@ -59,16 +60,39 @@ def prediction_drift(
     if engine is None:
         raise dg.Failure(description="the prediction log is off (FRAUD_PREDICTION_LOG_URL=off)")
     since = datetime.now(UTC) - timedelta(hours=config.window_hours)
-    recent = recent_predictions(engine, limit=config.max_rows, since=since)
+    splits = transaction_splits
     model = model_store.store().load_production(verify=False)
-    reference = drift.reference_sample(
-        transaction_splits, config.reference_rows, constants.SEED, model
-    )
-    current = recent[[*FEATURE_COLUMNS, drift.SCORE]]
-    if model is None:
+    mismatch = drift.contract_mismatch(splits, model)
+    if mismatch is not None:
+        # A served model of the other contract: its inputs are not this data's; no number.
+        context.log.warning(mismatch)
+        save_report(engine, "not_computed", 0, 0, {"message": mismatch})
+        return dg.Output(
+            {"status": "not_computed", "message": mismatch, "worst_features": []},
+            metadata={
+                "status": "not_computed",
+                "message": mismatch,
+                "contract": splits.contract,
+                "production_version": model.version if model is not None else None,
+            },
+        )
+    reference = drift.reference_sample(splits, config.reference_rows, constants.SEED, model)
+    scored = model is not None
+    if splits.contract == CARDS:
+        recent = recent_card_predictions(engine, limit=config.max_rows, since=since)
+        inputs = [name for name in splits.input_fields if name in recent.columns]
+        current = recent[[*inputs, drift.SCORE]]
+        definition = splits.feature_definition
+        assert definition is not None  # a cards split always has one
+        columns: list[str] | None = drift.card_window_columns(recent, definition, with_score=scored)
+    else:
+        recent = recent_predictions(engine, limit=config.max_rows, since=since)
+        current = recent[[*FEATURE_COLUMNS, drift.SCORE]]
+        columns = drift.window_columns(current, with_score=scored)
+    if not scored:
         current = current.drop(columns=drift.SCORE)
-    columns = drift.window_columns(current, with_score=model is not None)
     base: dict[str, Any] = {
+        "contract": splits.contract,
         "window_hours": config.window_hours,
         "current_rows": len(current),
         "reference_rows": len(reference),
@@ -155,7 +179,7 @@ def check_prediction_drift(prediction_drift: dict[str, Any]) -> dg.AssetCheckRes
     """Warns above the PSI warn threshold, fails above the fail threshold; names the features."""
     status = prediction_drift["status"]
     worst = prediction_drift.get("worst_features") or []
-    if status == "insufficient_data":
+    if status in ("insufficient_data", "not_computed"):
         return dg.AssetCheckResult(
             passed=False,
             severity=dg.AssetCheckSeverity.WARN,

@@ -9,7 +9,10 @@ from fraud_assets.defs.assets._metadata import table
 from fraud_assets.defs.assets.model import EvaluationReport, TrainedModel
 from fraud_assets.defs.resources import MlflowTracking, ModelStoreResource, PromotionRules
 from fraud_core.bundle import BundleError
-from fraud_core.data import Splits, as_arrays
+from fraud_core.cards.evaluate import card_precision_top_k
+from fraud_core.cards.splits import features_under
+from fraud_core.contracts import CARDS
+from fraud_core.data import Splits
 from fraud_core.evaluate import ThresholdPolicy, metrics
 from fraud_core.promote import decide
 
@@ -32,17 +35,32 @@ def promoted_model(
     """The production bundle: the challenger if it beats production, else production as it was."""
     store = model_store.store()
     policy = promotion_rules.policy()
-    x_test, y_test = as_arrays(transaction_splits.test)
+    splits = transaction_splits
+    x_test, y_test = splits.arrays(splits.test)
     champion_scores = champion_metrics = champion_version = None
     note = ""
+    no_champion = "no production model yet"
     try:
         champion = store.load_production(verify=True)
     except BundleError as exc:
         champion, note = None, f" (production bundle unusable, replaced: {exc})"
         context.log.warning(f"production bundle cannot be loaded: {exc}")
-    if champion is not None:
+    if champion is not None and champion.contract != splits.contract:
+        # A team that switched data: the champion's inputs do not exist in these rows.
         champion_version = champion.version
-        champion_scores = champion.predict_proba(x_test)
+        no_champion = (
+            f"production {champion.version} is a model of the {champion.contract} contract, "
+            f"which cannot score these {splits.contract} transactions"
+        )
+        context.log.warning(no_champion + ": the challenger is judged as a first model")
+    elif champion is not None:
+        champion_version = champion.version
+        if champion.feature_definition is not None:
+            # A champion of other windows scores its own features of the same test rows.
+            x_champion = features_under(splits, champion.feature_definition)
+        else:
+            x_champion = x_test
+        champion_scores = champion.predict_proba(x_champion)
         # The champion keeps its own threshold: it is judged as it serves.
         champion_metrics = metrics(
             y_test,
@@ -50,6 +68,11 @@ def promoted_model(
             champion.threshold,
             ThresholdPolicy(**fraud_model.threshold_policy),
         )
+        if splits.contract == CARDS:
+            precision = card_precision_top_k(
+                splits.test, champion_scores, constants.CARD_PRECISION_K
+            )
+            champion_metrics[f"card_precision_top_{precision.k}"] = precision.mean
     decision = decide(
         y_test,
         evaluation_report.test_scores,
@@ -58,6 +81,8 @@ def promoted_model(
         champion_metrics,
         policy,
         champion_version,
+        no_champion_reason=no_champion,
+        contract=splits.contract,
     )
     decision.reason += note
     context.log.info(decision.reason)
@@ -126,4 +151,8 @@ def promoted_model(
 
 def _headline(figures: dict[str, float]) -> dict[str, float]:
     keys = ("average_precision", "roc_auc", "recall_at_precision_90", "threshold")
-    return {k: float(figures[k]) for k in keys}
+    shown = {k: float(figures[k]) for k in keys}
+    precision = f"card_precision_top_{constants.CARD_PRECISION_K}"
+    if precision in figures:
+        shown[precision] = float(figures[precision])
+    return shown

@@ -1,0 +1,223 @@
+"""Time-ordered splits of card transactions, the label delay left out before validation and test.
+
+The Fraud-Detection-Handbook's protocol (chapter 3, "Baseline fraud detection system"): the
+labels of the last days before a model is deployed are not known yet when it is trained, so the
+`delay_days` before the validation period and before the test period belong to no split. The
+features are computed on the WHOLE history first (`fraud_core.cards.features`): a test
+transaction's features see the gap's transactions, as the served model's state would, and the
+terminal risk windows end `delay_days` before each transaction, so no split's features use a
+label its model could not have known.
+
+The cut points are whole UTC days at the same fractions of the data's span as the Kaggle
+contract's row fractions:
+
+    [ train | gap (delay) ][ validation | gap (delay) ][ test ]
+    day 0                  b1                          b2          last day
+
+`history` is what a model published after training on train + validation would have seen: the
+labelled transactions of the last `definition.retention_us` before the end of validation (the
+bundle's `history.parquet`, which the serving state starts from).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+
+from fraud_core.cards.definition import (
+    AMOUNT,
+    CUSTOMER_ID,
+    LABEL,
+    TERMINAL_ID,
+    TRANSACTION_ID,
+    TX_DATETIME,
+    TX_US,
+    US_PER_DAY,
+    FeatureDefinition,
+)
+from fraud_core.cards.features import feature_matrix
+from fraud_core.cards.schema import sort_order
+from fraud_core.contracts import CARDS
+from fraud_core.data import Splits
+
+#: The columns of a bundle's history (what `FeatureState.load_history` takes).
+HISTORY_COLUMNS: tuple[str, ...] = (TRANSACTION_ID, TX_US, CUSTOMER_ID, TERMINAL_ID, AMOUNT, LABEL)
+#: The canonical columns a split frame keeps beside the features.
+CANONICAL: tuple[str, ...] = (
+    TRANSACTION_ID,
+    TX_DATETIME,
+    TX_US,
+    CUSTOMER_ID,
+    TERMINAL_ID,
+    AMOUNT,
+    LABEL,
+)
+
+
+@dataclass(frozen=True)
+class DayPlan:
+    """Where the periods start and end, as day numbers since the epoch (UTC), ends exclusive."""
+
+    first_day: int
+    validation_day: int
+    test_day: int
+    end_day: int
+    delay_days: int
+
+    @property
+    def train_end(self) -> int:
+        return self.validation_day - self.delay_days
+
+    @property
+    def validation_end(self) -> int:
+        return self.test_day - self.delay_days
+
+    def periods(self) -> dict[str, tuple[int, int]]:
+        return {
+            "train": (self.first_day, self.train_end),
+            "validation_gap": (self.train_end, self.validation_day),
+            "validation": (self.validation_day, self.validation_end),
+            "test_gap": (self.validation_end, self.test_day),
+            "test": (self.test_day, self.end_day),
+        }
+
+    def describe(self) -> dict[str, str]:
+        """Each period's first and last day, ISO dates."""
+        return {
+            name: f"{_day(start)}..{_day(end - 1)}" if end > start else "-"
+            for name, (start, end) in self.periods().items()
+        }
+
+
+def _day(day: int) -> str:
+    return str(np.datetime64(int(day), "D"))
+
+
+def plan_days(
+    first_day: int,
+    last_day: int,
+    delay_days: int,
+    validation_fraction: float = 0.2,
+    test_fraction: float = 0.2,
+) -> DayPlan:
+    """The cut days for data from `first_day` to `last_day` (inclusive); ValueError if too short."""
+    if not (0 < validation_fraction < 1 and 0 < test_fraction < 1):
+        raise ValueError("validation_fraction and test_fraction must be in (0, 1)")
+    if validation_fraction + test_fraction >= 1:
+        raise ValueError("validation_fraction + test_fraction must leave rows to train on")
+    n_days = last_day - first_day + 1
+    plan = DayPlan(
+        first_day=first_day,
+        validation_day=first_day + round(n_days * (1 - validation_fraction - test_fraction)),
+        test_day=first_day + round(n_days * (1 - test_fraction)),
+        end_day=last_day + 1,
+        delay_days=delay_days,
+    )
+    empty = [name for name, (start, end) in plan.periods().items() if end <= start]
+    if empty:
+        raise ValueError(
+            f"{n_days} days of transactions ({_day(first_day)} to {_day(last_day)}) are too few "
+            f"to cut train / validation / test at fractions "
+            f"{1 - validation_fraction - test_fraction:.2f} / {validation_fraction:.2f} / "
+            f"{test_fraction:.2f} with a {delay_days}-day label "
+            f"delay left out before validation and before test: {', '.join(empty)} would be empty"
+        )
+    return plan
+
+
+def fingerprint_cards(frame: pd.DataFrame) -> str:
+    """A sha256 of a canonical frame's content in its (time, id) order, whatever file it came from.
+
+    Hashing the raw bytes of each column (strings through Arrow's buffers) is some ten times
+    faster than a hash per row of text columns, and as exact.
+    """
+    digest = hashlib.sha256()
+    for name in CANONICAL:
+        if name not in frame.columns or name == TX_DATETIME:  # tx_datetime is tx_us
+            continue
+        values = frame[name]
+        digest.update(name.encode())
+        if pd.api.types.is_numeric_dtype(values):
+            digest.update(np.ascontiguousarray(values.to_numpy()).tobytes())
+            continue
+        array = pa.array(values.astype(str), type=pa.large_string())
+        for buffer in array.buffers()[1:]:
+            digest.update(memoryview(buffer) if buffer is not None else b"")
+    return digest.hexdigest()
+
+
+def split_cards(
+    frame: pd.DataFrame,
+    features: pd.DataFrame,
+    definition: FeatureDefinition,
+    validation_fraction: float = 0.2,
+    test_fraction: float = 0.2,
+    source: str = "unknown",
+) -> tuple[Splits, DayPlan]:
+    """Cut a canonical labelled frame and its features (same index) into delay-gapped splits.
+
+    `frame` is sorted by (`tx_us`, `transaction_id`) (`fraud_core.cards.schema.conform`);
+    `features` is `compute_features(frame, definition)`, on the whole history.
+    """
+    if len(frame) == 0:
+        raise ValueError("no card transactions to split")
+    if not features.index.equals(frame.index):
+        raise ValueError("the features must have the frame's index (compute_features keeps it)")
+    tx_us = frame[TX_US].to_numpy(np.int64)
+    if np.any(np.diff(tx_us) < 0):
+        raise ValueError("the frame must be sorted by time (fraud_core.cards.schema.conform)")
+    days = tx_us // US_PER_DAY
+    plan = plan_days(
+        int(days[0]), int(days[-1]), definition.delay_days, validation_fraction, test_fraction
+    )
+    whole = frame[list(CANONICAL)].join(features[list(definition.feature_names)])
+
+    def rows(start_day: int, end_day: int) -> pd.DataFrame:
+        lo, hi = np.searchsorted(tx_us, [start_day * US_PER_DAY, end_day * US_PER_DAY])
+        return whole.iloc[lo:hi].reset_index(drop=True)
+
+    periods = plan.periods()
+    parts = {name: rows(*bounds) for name, bounds in periods.items()}
+    gaps = pd.concat([parts["validation_gap"], parts["test_gap"]], ignore_index=True)
+    end_us = plan.validation_end * US_PER_DAY
+    lo, hi = np.searchsorted(tx_us, [end_us - definition.retention_us, end_us])
+    history = frame.iloc[lo:hi][list(HISTORY_COLUMNS)].reset_index(drop=True)
+    splits = Splits(
+        train=parts["train"],
+        validation=parts["validation"],
+        test=parts["test"],
+        fingerprint=fingerprint_cards(frame),
+        source=source,
+        contract=CARDS,
+        feature_definition=definition,
+        history=history,
+        gaps=gaps,
+    )
+    return splits, plan
+
+
+def whole_history(splits: Splits) -> pd.DataFrame:
+    """Every transaction of the splits and their gaps, canonical columns, in time order."""
+    parts = [splits.train, splits.validation, splits.test]
+    if splits.gaps is not None:
+        parts.append(splits.gaps)
+    whole = pd.concat([p[list(CANONICAL)] for p in parts], ignore_index=True)
+    order = sort_order(whole[TX_US].to_numpy(np.int64), whole[TRANSACTION_ID].to_numpy())
+    return whole.iloc[order].reset_index(drop=True)
+
+
+def features_under(splits: Splits, definition: FeatureDefinition) -> np.ndarray:
+    """The test rows' features under another `definition` (a champion trained with other windows).
+
+    They are recomputed from the whole history, gaps included, as that model's state would have
+    seen it; the test period is the history's last days, so its rows come last, in order.
+    """
+    if definition == splits.feature_definition:
+        return splits.arrays(splits.test)[0]
+    whole = whole_history(splits)
+    values = feature_matrix(whole, definition)
+    return values[len(whole) - len(splits.test) :]
