@@ -16,12 +16,15 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from api.auth import Keys, document_optional_security
 from api.config import Settings
 from api.docs import add_offline_docs
 from api.drift_metrics import DriftCollector
+from api.feature_state import FeatureStateCollector, ServingState
 from api.metrics import Metrics, MetricsMiddleware
 from api.prediction_log import PredictionLog
-from api.routes import admin, feedback, health, predict
+from api.rate_limits import RateLimits
+from api.routes import admin, feedback, health, predict, transactions
 from api.serving import ModelHolder
 from fraud_core.prediction_log import make_engine, resolve_url
 
@@ -30,12 +33,29 @@ log = logging.getLogger("fraud_api")
 DESCRIPTION = """
 Scores card transactions with the model promoted by the fraud platform.
 
-`POST /predict` takes the 30 fields of the original contract (`Time`, `V1`…`V28`, `Amount`) and
-returns `fraud_probability`. A newly promoted model is picked up while serving, without dropping a
-request.
+The served model is of one of two contracts:
 
-Every prediction is logged under its `request_id`; `POST /feedback` takes the true label back.
+- `POST /predict` takes the 30 fields of the original contract (`Time`, `V1`…`V28`, `Amount`) and
+  returns `fraud_probability`;
+- `POST /transactions/score` takes a raw card transaction (`transaction_id`, `tx_datetime`,
+  `customer_id`, `terminal_id`, `amount`), computes its behavioural features from the card's and
+  the terminal's earlier transactions (the online feature state), and scores them.
+
+The other contract's route answers 409. A newly promoted model is picked up while serving, without
+dropping a request.
+
+Every prediction is logged under its `request_id` (or `transaction_id`); `POST /feedback` takes
+the true label back.
+
+**API keys** (`Authorization: Bearer <key>`, the Authorize button here; made with
+`fraud-keys create`): `POST /feedback` needs the `feedback` scope, and `label:correct` to replace a
+stored label; `/admin/*` needs `admin`. Scoring is open unless the deployment sets
+`FRAUD_API_REQUIRE_SCORE_KEY=true`, then it needs `score`. Requests are rate limited per key (per
+client address without one): over the limit, 429 with `Retry-After`.
 """
+
+#: The scoring routes: open by default, a `score` key when FRAUD_API_REQUIRE_SCORE_KEY is on.
+SCORING_PATHS = ("/predict", "/predict/batch", "/transactions/score", "/transactions/score/batch")
 
 
 def _field_errors(exc: RequestValidationError) -> list[dict[str, Any]]:
@@ -158,14 +178,35 @@ def open_prediction_log(settings: Settings) -> PredictionLog | None:
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
     metrics = Metrics()
-    holder = ModelHolder(settings, metrics)
+    prediction_logs: list[PredictionLog | None] = [None]  # the lifespan's, once it is open
+    feature_state = ServingState(
+        settings, lambda: prediction_logs[0].engine if prediction_logs[0] else None
+    )
+    holder = ModelHolder(settings, metrics, prepare=feature_state.prepare)
+    metrics.registry.register(FeatureStateCollector(feature_state))
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         configure_logging()
+        # In the lifespan: Redis connections belong to the event loop that serves the requests.
+        # A limit or a storage URL that cannot be read stops the start-up here.
+        app.state.rate_limits = rate_limits = RateLimits(settings, metrics)
         prediction_log = open_prediction_log(settings)
-        app.state.prediction_log = prediction_log
+        app.state.prediction_log = prediction_logs[0] = prediction_log
         metrics.prediction_log.log = prediction_log
+        keys = None
+        if prediction_log is not None:
+            # The keys live beside the labels they sign; read again on a thread of their own.
+            keys = Keys(prediction_log.engine, settings.api_keys_refresh_s)
+            await anyio.to_thread.run_sync(keys.start)
+        app.state.keys = keys
+        log.info(
+            "API keys: %s; scoring %s; rate limits %s in %s",
+            "from the prediction log" if keys else "off (no prediction log)",
+            "needs a score key" if settings.require_score_key else "open",
+            rate_limits.describe(),
+            rate_limits.where,
+        )
         if prediction_log is not None:
             # The drift reports live beside the predictions they judge.
             drift = DriftCollector(lambda: prediction_log.engine)
@@ -183,6 +224,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             yield
         finally:
             holder.stop_watching()
+            if keys is not None:
+                await anyio.to_thread.run_sync(keys.stop)
+                app.state.keys = None
+            await rate_limits.close()
             if prediction_log is not None:
                 metrics.registry.unregister(drift)
                 # The server has stopped taking requests and finished those in flight: every
@@ -190,7 +235,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 await anyio.to_thread.run_sync(
                     prediction_log.close, settings.prediction_log_shutdown_timeout_s
                 )
-                app.state.prediction_log = None
+                app.state.prediction_log = prediction_logs[0] = None
+            # After the log: a snapshot then holds every prediction the log has.
+            await anyio.to_thread.run_sync(feature_state.close)
 
     app = FastAPI(
         title="Fraud detection API",
@@ -206,11 +253,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.metrics = metrics
     app.state.holder = holder
     app.state.prediction_log = None
+    app.state.feature_state = feature_state
+    app.state.keys = None
     app.add_exception_handler(RequestValidationError, _validation_handler)
     app.include_router(health.router)
     app.include_router(predict.router)
+    app.include_router(transactions.router)
     app.include_router(feedback.router)
     app.include_router(admin.router)
+    document_optional_security(app, settings, SCORING_PATHS)
     app.add_middleware(BodySizeLimit, limit=settings.max_body_bytes)
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     return app

@@ -21,6 +21,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from api.prediction_log import DROP_REASONS, PredictionLog
 from fraud_core.prediction_log import LABELS
 
+CARD_OUTCOMES = ("new", "resent", "too_late")
+AUTH_REFUSALS = ("missing", "invalid", "scope")
 LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.003, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
 SCORE_BUCKETS = (0.001, 0.01, 0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 0.9, 0.99, 1.0)
 
@@ -73,6 +75,43 @@ class Metrics:
         )
         for label in LABELS:
             self.feedback.labels(label=label)
+        self.card_transactions = Counter(
+            "fraud_api_card_transactions_total",
+            "Card transactions sent to /transactions/score, by outcome: new (scored and added to "
+            "the feature state), resent (a transaction_id seen before: its first features, not "
+            "counted again), too_late (refused: behind the newest seen by more than the limit)",
+            ["outcome"],
+            registry=self.registry,
+        )
+        for outcome in CARD_OUTCOMES:
+            self.card_transactions.labels(outcome=outcome)
+        self.label_corrections = Counter(
+            "fraud_api_label_corrections_total",
+            "Stored labels replaced by POST /feedback with a key of the label:correct scope",
+            registry=self.registry,
+        )
+        self.auth_refused = Counter(
+            "fraud_api_auth_refused_total",
+            "Requests refused for their API key: missing, invalid (unknown, revoked, malformed), "
+            "scope (a valid key without the route's scope)",
+            ["reason"],
+            registry=self.registry,
+        )
+        for reason in AUTH_REFUSALS:
+            self.auth_refused.labels(reason=reason)
+        self.rate_limited = Counter(
+            "fraud_api_rate_limited_total",
+            "Requests answered 429, by group of routes (score, feedback)",
+            ["group"],
+            registry=self.registry,
+        )
+        for group in ("score", "feedback"):
+            self.rate_limited.labels(group=group)
+        self.rate_limit_errors = Counter(
+            "fraud_api_rate_limit_errors_total",
+            "Requests let through unlimited because the rate limits' storage was unreachable",
+            registry=self.registry,
+        )
         self.prediction_log = PredictionLogCollector()
         self.registry.register(self.prediction_log)
 

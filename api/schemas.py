@@ -7,6 +7,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
+from api.card_fields import CardId
 from fraud_core.prediction_log import REQUEST_ID_LENGTH
 from fraud_core.schema import FEATURE_COLUMNS, SCHEMA
 
@@ -99,6 +100,8 @@ class BatchPrediction(BaseModel):
 
 class ModelInfo(BaseModel):
     model_version: str
+    contract: str = Field("kaggle", description="kaggle (POST /predict) or cards")
+    input_fields: list[str] = Field(default_factory=list, description="What a row of input holds")
     source: str
     loaded_at: str
     mlflow_run_id: str | None = None
@@ -112,7 +115,12 @@ class ModelInfo(BaseModel):
 
 
 class FeedbackIn(BaseModel):
-    """The true label of a scored transaction, once it is known (a chargeback, a confirmation)."""
+    """The true label of a scored transaction, once it is known (a chargeback, a confirmation).
+
+    The prediction is named by exactly one of `request_id` (what /predict answered) or
+    `transaction_id` (a card transaction /transactions/score scored); the route checks it, so
+    that its 422 names the field.
+    """
 
     model_config = ConfigDict(
         extra="forbid",
@@ -122,15 +130,20 @@ class FeedbackIn(BaseModel):
                     "request_id": "3f9a0c2e6b8d4e51a7c0d9b2e4f61a38",
                     "label": "fraud",
                     "source": "chargeback",
-                }
+                },
+                {"transaction_id": "tx-000123", "label": "legit", "source": "analyst:ana"},
             ]
         },
     )
 
-    request_id: str = Field(
+    request_id: str | None = Field(
+        None,
         min_length=1,
         max_length=REQUEST_ID_LENGTH,
         description="The `request_id` that /predict or /predict/batch answered with",
+    )
+    transaction_id: CardId | None = Field(
+        None, description="The `transaction_id` of a card transaction /transactions/score scored"
     )
     label: Literal["fraud", "legit"]
     source: str | None = Field(
@@ -146,6 +159,13 @@ class FeedbackStored(BaseModel):
     source: str | None = None
     comment: str | None = None
     created: bool = Field(description="False when the same label was already stored")
+    key_id: str | None = Field(None, description="The id of the API key that sent the label")
+    corrected: bool = Field(
+        False, description="True when this label replaced another (a key with label:correct)"
+    )
+    previous_label: Literal["fraud", "legit"] | None = Field(
+        None, description="The label a correction replaced"
+    )
 
 
 class Problem(BaseModel):

@@ -2,7 +2,9 @@
 
 Requests take a reference to the current `Served` once and use it to the end, so a swap never
 changes a model under a request in flight. A bundle that fails verification (checksums, smoke
-prediction) is refused and the old one keeps serving.
+prediction) is refused and the old one keeps serving. A card model serves only once the online
+feature state is ready for it (`prepare`, `api.feature_state`); until then the old one serves and
+each poll tries again.
 """
 
 from __future__ import annotations
@@ -11,11 +13,13 @@ import logging
 import os
 import tempfile
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
 from api.config import Settings
+from api.feature_state import StateUnavailable
 from api.metrics import Metrics
 from fraud_core.bundle import BundleError, FraudModel, load_bundle, read_manifest
 
@@ -67,9 +71,17 @@ class ReloadResult:
 class ModelHolder:
     """Holds the current model; `refresh()` loads a new one when the source has moved."""
 
-    def __init__(self, settings: Settings, metrics: Metrics) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        metrics: Metrics,
+        prepare: Callable[[FraudModel], None] | None = None,
+    ) -> None:
         self.settings = settings
         self.metrics = metrics
+        #: Called with a loaded model before it serves (the feature state loads its history);
+        #: raises `StateUnavailable` to keep the old model for now.
+        self.prepare = prepare
         self._current: Served | None = None
         self._lock = threading.Lock()  # one load at a time; readers never wait on it
         self.last_error: str | None = None
@@ -173,6 +185,16 @@ class ModelHolder:
                 return self._refused_bundle(source, source, exc)
             # Single-row requests: one thread is faster than two on a busy machine.
             model.booster.set_param({"nthread": 1})
+            if self.prepare is not None:
+                try:
+                    self.prepare(model)
+                except StateUnavailable as exc:
+                    # Not the bundle's fault: not marked refused, so the next poll tries again.
+                    error = str(exc)
+                    level = logging.DEBUG if error == self.last_error else logging.ERROR
+                    result = self._refused(error)
+                    log.log(level, "%s; still serving version %s", error, result.version or "none")
+                    return result
             served = Served(model, source)
             self._current = served  # the atomic swap: one reference assignment
             self.last_error = None

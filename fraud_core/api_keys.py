@@ -173,6 +173,11 @@ class KeyRing:
         self._keys = {r.key_id: (r.secret_sha256, _record(r)) for r in rows}
         self._loaded_at = time.monotonic()
 
+    @property
+    def age_s(self) -> float:
+        """Seconds since the table was last read; infinite before the first read."""
+        return time.monotonic() - self._loaded_at
+
     def _current(self) -> dict[str, tuple[str, ApiKey]]:
         if time.monotonic() - self._loaded_at >= self.refresh_s:
             with self._lock:
@@ -181,12 +186,24 @@ class KeyRing:
         return self._keys
 
     def verify(self, presented: str) -> ApiKey | None:
-        """The active key `presented` is, or None (malformed, unknown, wrong secret, revoked)."""
+        """The active key `presented` is, or None (malformed, unknown, wrong secret, revoked).
+
+        Reads the table first when the copy is `refresh_s` old or older.
+        """
+        return self._match(self._current(), presented)
+
+    def check(self, presented: str) -> ApiKey | None:
+        """As `verify`, against the copy as it is: never reads the database (an event loop's
+        side, while a thread of its own calls `refresh`)."""
+        return self._match(self._keys, presented)
+
+    @staticmethod
+    def _match(keys: dict[str, tuple[str, ApiKey]], presented: str) -> ApiKey | None:
         parsed = parse(presented)
         if parsed is None:
             return None
         key_id, secret = parsed
-        entry = self._current().get(key_id)
+        entry = keys.get(key_id)
         # Compare against a digest even for an unknown id, so timing says nothing about ids.
         stored, record = entry if entry else ("0" * 64, None)
         if not hmac.compare_digest(stored, _digest(secret)) or record is None:

@@ -24,7 +24,7 @@ def _public(key: ApiKey) -> dict[str, object]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`fraud-keys create --name NAME --scope S [--scope S …] | list | revoke KEY_ID`."""
+    """`fraud-keys create --name NAME --scope S [--scope S …] [--replace] | list | revoke ID`."""
     from fraud_core.prediction_log.tables import make_engine, resolve_url
     from fraud_core.settings import PlatformSettings
 
@@ -41,6 +41,11 @@ def main(argv: list[str] | None = None) -> int:
         "--scope", action="append", required=True, choices=SCOPES, help="repeat for several"
     )
     create.add_argument("--json", action="store_true", help="print the record and key as JSON")
+    create.add_argument(
+        "--replace",
+        action="store_true",
+        help="revoke the active keys of the same name first (rotate a key; make demo's)",
+    )
     sub.add_parser("list", help="list the keys (ids, names, scopes; never the secrets)")
     revoke = sub.add_parser("revoke", help="revoke a key by its id")
     revoke.add_argument("key_id")
@@ -56,6 +61,10 @@ def main(argv: list[str] | None = None) -> int:
     engine = make_engine(url)
     try:
         if args.command == "create":
+            if args.replace:
+                for old in list_keys(engine):
+                    if old.active and old.name == args.name.strip():
+                        revoke_key(engine, old.key_id)
             record, key = create_key(engine, args.name, args.scope)
             if args.json:
                 print(json.dumps({**_public(record), "key": key}))

@@ -4,11 +4,17 @@ Serves what `make demo` built, on the embedded defaults. Ports come from FRAUD_A
 DAGSTER_PORT and MLFLOW_PORT; a busy port is refused with a message (the API's ends the start).
 Logs go to `.logs/`. Ctrl-C (or SIGTERM) stops all three and every process they started.
 
+Once the API answers, it makes an API key for the local user (`fraud-keys create --replace`:
+scopes score, feedback and label:correct; the previous one of `make serve` revoked) and prints it
+with the curl lines that use it: labels always need a key.
+
     python -m servicectl.serve
 """
 
 from __future__ import annotations
 
+import getpass
+import json
 import os
 import signal
 import subprocess
@@ -29,7 +35,11 @@ HOST = "127.0.0.1"
 LOGS = REPO / ".logs"
 READY_TIMEOUT_S = 90.0
 UI_TIMEOUT_S = 120.0
+#: The API reads its key table every FRAUD_API_KEYS_REFRESH_S (2 s).
+KEY_TIMEOUT_S = 30.0
 _EXAMPLE = "import json; from api.schemas import EXAMPLE; print(json.dumps(EXAMPLE))"
+#: What the local user's key may do: everything but administer the API.
+DEMO_SCOPES = ("score", "feedback", "label:correct")
 
 
 class _Stopped(Exception):
@@ -114,19 +124,37 @@ def _report(
         capture_output=True,
         text=True,
     ).stdout.strip()
-    curl = f"curl -s -X POST {api}/predict -H 'content-type: application/json' -d '{body}'"
-    answer = httpx.post(
-        f"{api}/predict", content=body, headers={"content-type": "application/json"}, timeout=30
-    )
+    key = _demo_key(env)
+    if key:
+        try:
+            wait_until("the API to see the new key", partial(_accepted, api, key), KEY_TIMEOUT_S)
+        except ServiceError:
+            print(f"the API does not accept the new key after {KEY_TIMEOUT_S:.0f} s")
+    auth = ' -H "Authorization: Bearer $FRAUD_API_KEY"' if key else ""
+    json_type = " -H 'content-type: application/json'"
+    curl = f"curl -s -X POST {api}/predict{auth}{json_type} -d '{body}'"
+    headers = {"content-type": "application/json"}
+    if key:
+        headers["authorization"] = f"Bearer {key}"
+    answer = httpx.post(f"{api}/predict", content=body, headers=headers, timeout=30)
     print()
     print("== Serving ==")
     print(f"API:        {api}/docs   (model: {api}/model)")
     print(f"Dagster UI: http://{HOST}:{dagster_port}   (starting; log: .logs/dagster.log)")
     print(f"MLflow UI:  http://{HOST}:{mlflow_port}   (starting; log: .logs/mlflow.log)")
     print()
+    if key:
+        print(f"Your API key ({', '.join(DEMO_SCOPES)}; shown this once, `fraud-keys list`):")
+        print(f"  export FRAUD_API_KEY={key}")
+        print()
     print("Score a transaction:")
     print(f"  {curl}")
     print(f"  -> {answer.text.rstrip()}")
+    if key:
+        request_id = _request_id(answer)
+        label = json.dumps({"request_id": request_id, "label": "fraud", "source": "demo"})
+        print("Send its true label (a key with label:correct may correct it later):")
+        print(f"  curl -s -X POST {api}/feedback{auth}{json_type} -d '{label}'")
     print()
     for name, port, log in (
         ("Dagster UI", dagster_port, "dagster"),
@@ -143,6 +171,38 @@ def _report(
         time.sleep(0.5)
     code = procs[-1].returncode or 0
     return code if code >= 0 else 128 - code
+
+
+def _demo_key(env: dict[str, str]) -> str | None:
+    """A new key for the local user in the API's key table (the last demo key revoked); None,
+    with the reason printed, when there is none to make (the prediction log is off)."""
+    name = f"{getpass.getuser()} (make serve)"
+    command = [str(BIN / "fraud-keys"), "create", "--name", name, "--replace", "--json"]
+    for scope in DEMO_SCOPES:
+        command += ["--scope", scope]
+    done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True)
+    if done.returncode != 0:
+        print(f"no API key made ({done.stderr.strip()}): POST /feedback needs one")
+        return None
+    key: str = json.loads(done.stdout)["key"]
+    return key
+
+
+def _accepted(api: str, key: str) -> bool:
+    """The API knows `key` (it reads its key table every few seconds): POST /feedback with an
+    empty body answers 422 past the key check, 401 before; nothing is written either way."""
+    response = httpx.post(
+        f"{api}/feedback", json={}, headers={"authorization": f"Bearer {key}"}, timeout=10
+    )
+    return response.status_code != 401
+
+
+def _request_id(answer: httpx.Response) -> str:
+    """The request id of the example's answer (a placeholder if it failed)."""
+    try:
+        return str(answer.json()["request_id"])
+    except (ValueError, KeyError, TypeError):
+        return "<request_id>"
 
 
 def main() -> int:

@@ -1,4 +1,8 @@
-"""`PredictionLog`: predictions written in batches by a thread of its own, never in a request."""
+"""`PredictionLog`: predictions written in batches by a thread of its own, never in a request.
+
+Both contracts' rows share the queue and the thread: a `PredictionRow` goes to `predictions`, a
+`CardPredictionRow` to `card_predictions`, each batch split by kind before it is written.
+"""
 
 from __future__ import annotations
 
@@ -14,7 +18,14 @@ import sqlalchemy as sa
 from sqlalchemy.exc import DataError, IntegrityError, SQLAlchemyError
 
 from api.prediction_log.bulk import RowError, insert_rows
-from fraud_core.prediction_log.tables import PredictionRow, create_tables, predictions
+from api.prediction_log.card_bulk import insert_card_rows
+from fraud_core.prediction_log.tables import (
+    CardPredictionRow,
+    PredictionRow,
+    card_predictions,
+    create_tables,
+    predictions,
+)
 
 log = logging.getLogger("fraud_core.prediction_log")
 
@@ -22,6 +33,26 @@ DROP_REASONS = ("queue_full", "duplicate_id", "write_failed", "closed")
 _FIRST_RETRY_S = 0.1
 #: At most one "queue full" line per this many seconds, not one per request.
 _DROP_LOG_EVERY_S = 10.0
+
+#: A row of either contract; its key (request or transaction id) is its first field.
+LogRow = PredictionRow | CardPredictionRow
+
+
+def _by_kind(batch: list[LogRow]) -> list[list[LogRow]]:
+    """`batch` split into the rows of each table, each part in the order it was recorded."""
+    cards: list[LogRow] = [row for row in batch if isinstance(row, CardPredictionRow)]
+    if not cards:
+        return [batch]
+    kaggle: list[LogRow] = [row for row in batch if not isinstance(row, CardPredictionRow)]
+    return [part for part in (kaggle, cards) if part]
+
+
+def _insert(conn: sa.Connection, rows: Sequence[LogRow]) -> None:
+    """Insert rows of one kind (`_by_kind`) into their table."""
+    if rows and isinstance(rows[0], CardPredictionRow):
+        insert_card_rows(conn, rows)  # type: ignore[arg-type]
+    else:
+        insert_rows(conn, rows)  # type: ignore[arg-type]
 
 
 @dataclass(frozen=True)
@@ -33,7 +64,7 @@ class LogStats:
 
 
 class PredictionLog:
-    """Writes `PredictionRow`s in batches from a background thread; `record()` never blocks."""
+    """Writes `LogRow`s in batches from a background thread; `record()` never blocks."""
 
     def __init__(
         self,
@@ -51,7 +82,7 @@ class PredictionLog:
         self.retry_max_s = retry_max_s
         # A deque under our own lock, bounded here in rows: queue.Queue.put_nowait cost 2.5 µs a
         # row, 2.5 ms of a 1,000-row batch request; extending a deque costs 100 times less.
-        self._queue: deque[PredictionRow] = deque()
+        self._queue: deque[LogRow] = deque()
         self._lock = threading.Lock()  # the queue and the counters below
         self._settled = threading.Condition(self._lock)
         self._accepted = 0  # rows put on the queue
@@ -81,7 +112,7 @@ class PredictionLog:
         return self.engine.url.render_as_string(hide_password=True)
 
     # -- the request side -----------------------------------------------------------------------
-    def record(self, rows: Sequence[PredictionRow]) -> int:
+    def record(self, rows: Sequence[LogRow]) -> int:
         """Queue `rows` without waiting; the number queued (the rest are counted as dropped)."""
         with self._lock:
             room = 0 if self._closed else max(self.queue_size - len(self._queue), 0)
@@ -156,14 +187,14 @@ class PredictionLog:
             closing = self._closing.is_set()
             while True:  # everything queued now, a full batch at a time
                 batch = self._take()
-                if batch:
-                    self._write(batch)
+                for part in _by_kind(batch) if batch else ():
+                    self._write(part)
                 if len(batch) < self.batch_size:
                     break
             if closing:
                 return
 
-    def _take(self) -> list[PredictionRow]:
+    def _take(self) -> list[LogRow]:
         with self._lock:
             return [self._queue.popleft() for _ in range(min(self.batch_size, len(self._queue)))]
 
@@ -181,7 +212,7 @@ class PredictionLog:
             create_tables(self.engine)
             self._schema_ready = True
 
-    def _write(self, batch: list[PredictionRow]) -> None:
+    def _write(self, batch: list[LogRow]) -> None:
         """Write `batch`, retrying while the database is unreachable; settle every row."""
         pending = list(batch)  # shrinks as rows are settled
         delay = _FIRST_RETRY_S
@@ -218,14 +249,14 @@ class PredictionLog:
                 self._settle(len(pending), "write_failed")
                 return
 
-    def _write_some(self, pending: list[PredictionRow]) -> None:
+    def _write_some(self, pending: list[LogRow]) -> None:
         """Insert `pending` and empty it, or remove the rows the database refuses for good.
 
         Raises `SQLAlchemyError` for an error worth retrying; `pending` then holds what is left.
         """
         try:
             with self.engine.begin() as conn:
-                insert_rows(conn, pending)
+                _insert(conn, pending)
         except IntegrityError:
             fresh = self._not_yet_logged(pending)
             if len(fresh) == len(pending):  # refused for another reason: find the culprits
@@ -243,32 +274,30 @@ class PredictionLog:
             self._settle(len(pending))
             pending.clear()
 
-    def _one_by_one(self, pending: list[PredictionRow]) -> None:
+    def _one_by_one(self, pending: list[LogRow]) -> None:
         """Insert the rows singly, dropping each one the database refuses, with its reason."""
         while pending:
             row = pending[0]
             try:
                 with self.engine.begin() as conn:
-                    insert_rows(conn, [row])
+                    _insert(conn, [row])
             except (IntegrityError, DataError, RowError) as exc:
-                log.error("prediction log: row of request %r refused: %s", row.request_id, exc)
+                log.error("prediction log: row of %r refused: %s", row[0], exc)
                 self._settle(1, "write_failed")
             else:
                 self._settle(1)
             del pending[0]
 
-    def _not_yet_logged(self, pending: list[PredictionRow]) -> list[PredictionRow]:
-        """`pending` without the rows whose request id is in the table or earlier in `pending`."""
-        ids = [row.request_id for row in pending]
+    def _not_yet_logged(self, pending: list[LogRow]) -> list[LogRow]:
+        """`pending` (one kind) without the rows whose key is in its table or earlier in it."""
+        ids = [row[0] for row in pending]
+        table = card_predictions if isinstance(pending[0], CardPredictionRow) else predictions
+        key = table.primary_key.columns[0]
         with self.engine.connect() as conn:
-            seen = set(
-                conn.scalars(
-                    sa.select(predictions.c.request_id).where(predictions.c.request_id.in_(ids))
-                )
-            )
+            seen = set(conn.scalars(sa.select(key).where(key.in_(ids))))
         fresh = []
         for row in pending:
-            if row.request_id not in seen:
-                seen.add(row.request_id)
+            if row[0] not in seen:
+                seen.add(row[0])
                 fresh.append(row)
         return fresh

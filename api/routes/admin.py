@@ -1,14 +1,21 @@
-"""Operator routes: reload the model now (token from `FRAUD_API_RELOAD_TOKEN`)."""
+"""Operator routes: reload the model now.
+
+Every route here needs an API key with the `admin` scope (401 without, 403 with another scope;
+503 when the prediction log, where keys live, is off). `POST /admin/reload` also takes the
+`FRAUD_API_RELOAD_TOKEN` bearer token, its one credential before keys, so that deployments using
+it keep working.
+"""
 
 from __future__ import annotations
 
-import secrets
-from typing import Annotated
+import logging
 
-from fastapi import APIRouter, Header, HTTPException, status
+from fastapi import APIRouter, HTTPException, status
 from starlette.concurrency import run_in_threadpool
 
-from api.deps import AppSettings, Holder
+from api.deps import AdminCaller, Holder
+
+log = logging.getLogger("fraud_api.admin")
 
 router = APIRouter(prefix="/admin", tags=["admin"])
 
@@ -16,27 +23,18 @@ router = APIRouter(prefix="/admin", tags=["admin"])
 @router.post(
     "/reload",
     responses={
-        401: {"description": "Missing or wrong token"},
-        404: {"description": "No reload token configured"},
+        401: {"description": "No admin key or reload token, or a wrong one"},
+        403: {"description": "The API key lacks the admin scope"},
         409: {"description": "The new bundle was refused; the old model keeps serving"},
+        503: {"description": "API keys are off with the prediction log (the token still works)"},
     },
 )
-async def reload(
-    settings: AppSettings, holder: Holder, authorization: Annotated[str | None, Header()] = None
-) -> dict[str, object]:
-    """Check for a newly promoted model now and load it (verified) if there is one."""
-    token = settings.reload_token
-    if not token:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, "reload endpoint disabled (no token set)")
-    scheme, _, given = (authorization or "").partition(" ")
-    if scheme.lower() != "bearer" or not secrets.compare_digest(
-        given.strip().encode(), token.encode()
-    ):
-        raise HTTPException(
-            status.HTTP_401_UNAUTHORIZED,
-            "missing or wrong token (send 'Authorization: Bearer <FRAUD_API_RELOAD_TOKEN>')",
-            headers={"WWW-Authenticate": "Bearer"},
-        )
+async def reload(caller: AdminCaller, holder: Holder) -> dict[str, object]:
+    """Check for a newly promoted model now and load it (verified) if there is one.
+
+    Needs an API key with the `admin` scope, or the `FRAUD_API_RELOAD_TOKEN` bearer token.
+    """
+    log.info("model reload asked by %s", caller)
     # Not forced: an unchanged production answers `changed: false`; a bundle refused before is
     # tried again here (an operator asking is worth one more attempt).
     force = holder.current is None or holder.last_error is not None

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import APIRouter, HTTPException, Response, status
 from fastapi.responses import JSONResponse
+from starlette.concurrency import run_in_threadpool
 
-from api.deps import AppMetrics, Holder
+from api.deps import AppMetrics, FeatureStateDep, Holder
+from api.feature_state import StateUnavailable
 from api.schemas import ModelInfo
+from fraud_core.contracts import CARDS
 
 router = APIRouter(tags=["operations"])
 
@@ -29,16 +34,33 @@ async def health() -> dict[str, str]:
     return {"status": "alive"}
 
 
-@router.get("/ready", responses={503: {"description": "No model loaded, with the reason"}})
-async def ready(holder: Holder) -> JSONResponse:
-    """Readiness: 200 once a model is loaded, 503 with the reason before."""
+@router.get(
+    "/ready",
+    responses={
+        503: {"description": "No model loaded, or the feature state unreachable: the reason"}
+    },
+)
+async def ready(holder: Holder, feature_state: FeatureStateDep) -> JSONResponse:
+    """Readiness: 200 once a model is loaded (and, for a card model, its feature state answers),
+    503 with the reason before. A card model's answer holds the state's backend and size."""
     served = holder.current
     if served is None:
         return JSONResponse(
             {"status": "not ready", "reason": holder.not_ready_reason()},
             status_code=status.HTTP_503_SERVICE_UNAVAILABLE,
         )
-    return JSONResponse({"status": "ready", "model_version": served.version})
+    body: dict[str, Any] = {"status": "ready", "model_version": served.version}
+    if served.model.contract == CARDS:
+        body["contract"] = CARDS
+        try:
+            # Redis round trips: not on the event loop.
+            body["feature_state"] = await run_in_threadpool(feature_state.describe)
+        except StateUnavailable as exc:
+            return JSONResponse(
+                {**body, "status": "not ready", "reason": str(exc)},
+                status_code=status.HTTP_503_SERVICE_UNAVAILABLE,
+            )
+    return JSONResponse(body)
 
 
 @router.get("/model", response_model=ModelInfo, responses={503: {"description": "No model"}})
@@ -50,6 +72,8 @@ async def model(holder: Holder) -> ModelInfo:
     manifest = served.model.manifest
     return ModelInfo(
         model_version=served.version,
+        contract=served.model.contract,
+        input_fields=list(served.model.input_fields),
         source=served.source,
         loaded_at=served.loaded_at.isoformat(timespec="seconds"),
         mlflow_run_id=manifest.get("mlflow_run_id"),
@@ -65,5 +89,7 @@ async def model(holder: Holder) -> ModelInfo:
 
 @router.get("/metrics", include_in_schema=False)
 async def metrics(metrics: AppMetrics) -> Response:
-    body, content_type = metrics.render()
+    # Collectors read the drift report's database and the feature state (Redis): not on the
+    # event loop that serves the scoring routes.
+    body, content_type = await run_in_threadpool(metrics.render)
     return Response(body, media_type=content_type)

@@ -1,4 +1,4 @@
-"""Scoring routes: one transaction, a batch, with an optional explanation."""
+"""Scoring routes of the Kaggle contract: one transaction, a batch, with an optional explanation."""
 
 from __future__ import annotations
 
@@ -8,30 +8,27 @@ from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import numpy as np
-from fastapi import APIRouter, Body, Header, HTTPException, Query, Request, Response, status
+from fastapi import APIRouter, Body, Header, HTTPException, Request, Response, status
 from fastapi.exceptions import RequestValidationError
 from pydantic import Field, TypeAdapter, ValidationError
 
-from api.deps import AppMetrics, AppSettings, Holder, PredictionLogDep
+from api.auth import AUTH_RESPONSES
+from api.deps import AppMetrics, AppSettings, Holder, PredictionLogDep, ScoreCaller
 from api.schemas import (
     EXAMPLE,
     BatchItem,
     BatchPrediction,
-    Contribution,
     Explanation,
     Prediction,
     Transaction,
 )
-from api.serving import ModelHolder, Served
-from fraud_core.features import MODEL_FEATURES
+from api.scoring import ExplainFlag, explanations, require_contract, served_model
+from fraud_core.contracts import KAGGLE
 from fraud_core.prediction_log import PredictionRow
 from fraud_core.schema import FEATURE_COLUMNS
 
 router = APIRouter(tags=["scoring"])
 
-ExplainFlag = Annotated[
-    bool, Query(description="Add the features that pushed the score up and down (XGBoost SHAP)")
-]
 RequestIdHeader = Annotated[
     str | None,
     Header(
@@ -50,44 +47,9 @@ def _request_id(given: str | None, response: Response) -> str:
     return request_id
 
 
-def _served(holder: ModelHolder) -> Served:
-    """The model to score with, taken once per request (a swap never changes it mid-request).
-
-    Called in the route, not as a dependency: an invalid body answers 422 with or without a model.
-    """
-    served = holder.current
-    if served is None:
-        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, holder.not_ready_reason())
-    return served
-
-
 def _matrix(transactions: list[Any]) -> np.ndarray:
     return np.array(
         [[getattr(t, name) for name in FEATURE_COLUMNS] for t in transactions], dtype=np.float64
-    )
-
-
-def _explanations(served: Served, raw: np.ndarray, top: int) -> list[Explanation]:
-    contribs, bias = served.model.contributions(raw)
-    features = served.model.features(raw)
-    out = []
-    for row, base, values in zip(contribs, bias, features, strict=True):
-        order = np.argsort(row)
-        up = [i for i in order[::-1][:top] if row[i] > 0]
-        down = [i for i in order[:top] if row[i] < 0]
-        out.append(
-            Explanation(
-                base_value=float(base),
-                toward_fraud=[_contribution(i, row, values) for i in up],
-                toward_legit=[_contribution(i, row, values) for i in down],
-            )
-        )
-    return out
-
-
-def _contribution(i: int, row: np.ndarray, values: np.ndarray) -> Contribution:
-    return Contribution(
-        feature=MODEL_FEATURES[i], contribution=float(row[i]), value=float(values[i])
     )
 
 
@@ -95,9 +57,14 @@ def _contribution(i: int, row: np.ndarray, values: np.ndarray) -> Contribution:
     "/predict",
     response_model=Prediction,
     response_model_exclude_none=True,
-    responses={503: {"description": "No model loaded yet"}},
+    responses={
+        **AUTH_RESPONSES,
+        409: {"description": "The served model is of the card contract: use /transactions/score"},
+        503: {"description": "No model loaded yet"},
+    },
 )
 async def predict(
+    caller: ScoreCaller,
     response: Response,
     transaction: Annotated[Transaction, Body(examples=[EXAMPLE])],
     holder: Holder,
@@ -111,7 +78,8 @@ async def predict(
 
     The prediction is logged under `request_id`, which `POST /feedback` takes with the true label.
     """
-    served = _served(holder)
+    served = served_model(holder)
+    require_contract(served, KAGGLE)
     request_id = _request_id(x_request_id, response)
     raw = _matrix([transaction])
     probability = float(served.model.predict_proba(raw)[0])
@@ -138,7 +106,7 @@ async def predict(
         is_fraud=is_fraud,
         threshold=served.model.threshold,
         model_version=served.version,
-        explanation=_explanations(served, raw, settings.explain_top)[0] if explain else None,
+        explanation=explanations(served, raw, settings.explain_top)[0] if explain else None,
     )
 
 
@@ -166,12 +134,15 @@ _BATCH_BODY = {
     response_model_exclude_none=True,
     openapi_extra={"requestBody": _BATCH_BODY},
     responses={
+        **AUTH_RESPONSES,
+        409: {"description": "The served model is of the card contract: use /transactions/score"},
         413: {"description": "More transactions than the batch limit (1,000 by default)"},
         422: {"description": "A transaction is invalid: the field and the reason"},
         503: {"description": "No model loaded yet"},
     },
 )
 async def predict_batch(
+    caller: ScoreCaller,
     request: Request,
     response: Response,
     holder: Holder,
@@ -198,7 +169,8 @@ async def predict_batch(
             status.HTTP_413_CONTENT_TOO_LARGE,
             f"batch of {len(transactions)} transactions is over the limit of {limit}",
         )
-    served = _served(holder)
+    served = served_model(holder)
+    require_contract(served, KAGGLE)
     batch_id = _request_id(x_request_id, response)
     item_ids = [f"{batch_id}-{i}" for i in range(len(transactions))]
     raw = _matrix(transactions)
@@ -214,8 +186,8 @@ async def predict_batch(
                 for item_id, row, p, d in zip(item_ids, raw, probabilities, decisions, strict=True)
             ]
         )
-    explanations: list[Explanation | None] = (
-        list(_explanations(served, raw, settings.explain_top))
+    explained: list[Explanation | None] = (
+        list(explanations(served, raw, settings.explain_top))
         if explain
         else [None] * len(probabilities)
     )
@@ -226,6 +198,6 @@ async def predict_batch(
         count=len(probabilities),
         results=[
             BatchItem(request_id=i, fraud_probability=p, is_fraud=d, explanation=e)
-            for i, p, d, e in zip(item_ids, probabilities, decisions, explanations, strict=True)
+            for i, p, d, e in zip(item_ids, probabilities, decisions, explained, strict=True)
         ],
     )

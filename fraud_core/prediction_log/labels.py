@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 
 import pandas as pd
 import sqlalchemy as sa
-from sqlalchemy.exc import IntegrityError
 
+from fraud_core.contracts import KAGGLE
+from fraud_core.prediction_log.history import StoredLabel, ensure_label_tables, store_label
 from fraud_core.prediction_log.tables import LABELS, feedback, predictions
 from fraud_core.schema import FEATURE_COLUMNS, LABEL
 
@@ -47,21 +48,25 @@ class Feedback:
     source: str | None
     comment: str | None
     created: bool  # False: the same label was already stored (and is returned as it was)
+    key_id: str | None = None  # the API key that sent the label (None: sent without one)
+    previous_label: str | None = None  # set when this label corrected another one
+
+    @property
+    def corrected(self) -> bool:
+        return self.previous_label is not None
 
 
-def _stored(conn: sa.Connection, request_id: str) -> Feedback | None:
-    row = conn.execute(sa.select(feedback).where(feedback.c.request_id == request_id)).first()
-    if row is None:
-        return None
+def _feedback(stored: StoredLabel) -> Feedback:
     return Feedback(
-        row.request_id, row.label, row.labelled_at, row.source, row.comment, created=False
+        stored.prediction_id,
+        stored.label,
+        stored.labelled_at,
+        stored.source,
+        stored.comment,
+        stored.created,
+        stored.key_id,
+        stored.previous_label,
     )
-
-
-def _same_or_conflict(stored: Feedback, label: str) -> Feedback:
-    if stored.label != label:
-        raise ConflictingLabel(stored, label)
-    return stored
 
 
 def add_feedback(
@@ -72,46 +77,32 @@ def add_feedback(
     source: str | None = None,
     comment: str | None = None,
     labelled_at: datetime | None = None,
+    key_id: str | None = None,
+    correct: bool = False,
 ) -> Feedback:
-    """Store the true label of a logged prediction, in one transaction.
+    """Store the true label of a logged prediction, and its entry in the label history.
 
-    The same label again is answered with the stored one (`created=False`); raises
-    `InvalidLabel`, `UnknownRequestId` or `ConflictingLabel`, having written nothing.
+    The same label again is answered with the stored one (`created=False`). The other label raises
+    `ConflictingLabel`, unless `correct` (the sender may correct labels): then it replaces the
+    stored one, and the history keeps both. Raises `InvalidLabel`, `UnknownRequestId` or
+    `ConflictingLabel` having written nothing.
     """
     if label not in LABELS:
         raise InvalidLabel(label)
-    labelled_at = labelled_at or datetime.now(UTC)
-    # A naive time is UTC, as the tables read it (not the machine's local time).
-    labelled_at = (
-        labelled_at.astimezone(UTC) if labelled_at.tzinfo else labelled_at.replace(tzinfo=UTC)
+    stored = store_label(
+        engine,
+        KAGGLE,
+        request_id,
+        label,
+        source=source,
+        comment=comment,
+        labelled_at=labelled_at,
+        key_id=key_id,
+        correct=correct,
+        unknown=UnknownRequestId,
+        conflict=lambda current, wanted: ConflictingLabel(_feedback(current), wanted),
     )
-    try:
-        with engine.begin() as conn:
-            known = conn.execute(
-                sa.select(predictions.c.request_id).where(predictions.c.request_id == request_id)
-            ).first()
-            if known is None:
-                raise UnknownRequestId(request_id)
-            stored = _stored(conn, request_id)
-            if stored is not None:
-                return _same_or_conflict(stored, label)
-            conn.execute(
-                feedback.insert().values(
-                    request_id=request_id,
-                    label=label,
-                    labelled_at=labelled_at,
-                    source=source,
-                    comment=comment,
-                )
-            )
-    except IntegrityError:
-        # Another caller labelled it between our read and our insert: answer as if we came second.
-        with engine.connect() as conn:
-            stored = _stored(conn, request_id)
-        if stored is None:
-            raise
-        return _same_or_conflict(stored, label)
-    return Feedback(request_id, label, labelled_at, source, comment, created=True)
+    return _feedback(stored)
 
 
 #: `labelled_rows`' columns after the 31 of the transaction schema.
@@ -122,6 +113,7 @@ PROVENANCE_COLUMNS = (
     "predicted_at",
     "labelled_at",
     "label_source",
+    "label_key_id",
 )
 
 
@@ -146,6 +138,7 @@ def labelled_rows(engine: sa.Engine, since: datetime | None = None) -> pd.DataFr
     columns = [*FEATURE_COLUMNS, LABEL, *PROVENANCE_COLUMNS]
     if not _has_tables(engine):
         return _typed_labelled(pd.DataFrame({name: [] for name in columns}))
+    ensure_label_tables(engine)  # a database from before `key_id`: the column added
     p, f = predictions.c, feedback.c
     query = (
         sa.select(
@@ -157,6 +150,7 @@ def labelled_rows(engine: sa.Engine, since: datetime | None = None) -> pd.DataFr
             p.created_at.label("predicted_at"),
             f.labelled_at,
             f.source.label("label_source"),
+            f.key_id.label("label_key_id"),
         )
         .join_from(feedback, predictions, f.request_id == p.request_id)
         .order_by(p.created_at, p.request_id)
@@ -171,7 +165,9 @@ def labelled_rows(engine: sa.Engine, since: datetime | None = None) -> pd.DataFr
 def _typed_labelled(frame: pd.DataFrame) -> pd.DataFrame:
     frame = frame.astype({name: "float64" for name in (*FEATURE_COLUMNS, "fraud_probability")})
     frame[LABEL] = frame[LABEL].astype("int8")
-    frame = frame.astype({"request_id": object, "model_version": object, "label_source": object})
+    frame = frame.astype(
+        {name: object for name in ("request_id", "model_version", "label_source", "label_key_id")}
+    )
     return _utc(frame, "predicted_at", "labelled_at")
 
 

@@ -1,4 +1,11 @@
-"""The prediction log's two tables, its engine (SQLite or PostgreSQL), and one row of it."""
+"""The prediction log's tables, its engine (SQLite or PostgreSQL), and one row of each kind.
+
+`predictions` and `feedback` hold the Kaggle contract's scores and labels; `card_predictions` and
+`card_feedback` the card-transactions contract's (keyed by the client's `transaction_id`, with the
+behavioural features the online state computed, as JSON text). `feedback` and `card_feedback` hold
+the current label of each prediction (what training reads); `label_events` every label and
+correction ever stored, with the API key that sent it (`history`).
+"""
 
 from __future__ import annotations
 
@@ -10,6 +17,7 @@ from typing import Any, NamedTuple
 import numpy as np
 import sqlalchemy as sa
 from sqlalchemy import event
+from sqlalchemy.exc import OperationalError, ProgrammingError
 
 from fraud_core.schema import FEATURE_COLUMNS
 
@@ -18,6 +26,10 @@ DISABLED = frozenset({"", "off"})
 LABELS = ("fraud", "legit")
 #: Room for a client's 64-character X-Request-ID plus a batch item's `-<index>`.
 REQUEST_ID_LENGTH = 100
+#: The longest customer, terminal or transaction id the card contract accepts.
+CARD_ID_LENGTH = 100
+#: An API key's public id (`fraud_core.api_keys`): what the label tables record of who labelled.
+KEY_ID_LENGTH = 12
 #: The databases whose bulk insert `bulk.insert_rows` knows (backend, driver).
 SUPPORTED = {("sqlite", "pysqlite"), ("postgresql", "psycopg2")}
 
@@ -66,8 +78,69 @@ feedback = sa.Table(
     sa.Column("labelled_at", UTCDateTime(), nullable=False, index=True),
     sa.Column("source", sa.String(200)),
     sa.Column("comment", sa.Text()),
+    #: The key that sent the current label; NULL for labels stored without one (before keys).
+    sa.Column("key_id", sa.String(KEY_ID_LENGTH)),
     sa.CheckConstraint("label IN ('fraud', 'legit')", name="feedback_label"),
 )
+card_predictions = sa.Table(
+    "card_predictions",
+    metadata,
+    sa.Column("transaction_id", sa.String(CARD_ID_LENGTH), primary_key=True),
+    sa.Column("created_at", UTCDateTime(), nullable=False, index=True),
+    sa.Column("model_version", sa.String(200), nullable=False),
+    sa.Column("threshold", sa.Double(), nullable=False),
+    sa.Column("tx_datetime", UTCDateTime(), nullable=False),
+    #: `tx_datetime` as microseconds since the epoch: the exact time the features were taken at.
+    sa.Column("tx_us", sa.BigInteger(), nullable=False, index=True),
+    sa.Column("customer_id", sa.String(CARD_ID_LENGTH), nullable=False),
+    sa.Column("terminal_id", sa.String(CARD_ID_LENGTH), nullable=False),
+    sa.Column("amount", sa.Double(), nullable=False),
+    #: {feature name: value}, the model's behavioural features for this transaction (JSON).
+    sa.Column("features", sa.Text(), nullable=False),
+    sa.Column("fraud_probability", sa.Double(), nullable=False),
+    sa.Column("is_fraud", sa.Boolean(), nullable=False),
+)
+card_feedback = sa.Table(
+    "card_feedback",
+    metadata,
+    sa.Column(
+        "transaction_id",
+        sa.String(CARD_ID_LENGTH),
+        sa.ForeignKey("card_predictions.transaction_id"),
+        primary_key=True,
+    ),
+    sa.Column("label", sa.String(5), nullable=False),
+    sa.Column("labelled_at", UTCDateTime(), nullable=False, index=True),
+    sa.Column("source", sa.String(200)),
+    sa.Column("comment", sa.Text()),
+    sa.Column("key_id", sa.String(KEY_ID_LENGTH)),
+    sa.CheckConstraint("label IN ('fraud', 'legit')", name="card_feedback_label"),
+)
+#: Append-only: one row per label stored (a first label or a correction), never updated. No
+#: foreign key: `prediction_id` is a `request_id` or a `transaction_id`, by `contract`.
+label_events = sa.Table(
+    "label_events",
+    metadata,
+    sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), primary_key=True),
+    sa.Column("contract", sa.String(6), nullable=False),
+    sa.Column("prediction_id", sa.String(max(REQUEST_ID_LENGTH, CARD_ID_LENGTH)), nullable=False),
+    sa.Column("label", sa.String(5), nullable=False),
+    #: The label this one replaced (a correction); NULL for a prediction's first label.
+    sa.Column("previous_label", sa.String(5)),
+    sa.Column("key_id", sa.String(KEY_ID_LENGTH), index=True),
+    sa.Column("labelled_at", UTCDateTime(), nullable=False, index=True),
+    sa.Column("source", sa.String(200)),
+    sa.Column("comment", sa.Text()),
+    sa.CheckConstraint("contract IN ('kaggle', 'cards')", name="label_events_contract"),
+    sa.CheckConstraint("label IN ('fraud', 'legit')", name="label_events_label"),
+    sa.Index("label_events_prediction", "contract", "prediction_id"),
+)
+#: Columns added since a table was first created: `create_all` never adds a column to an
+#: existing table, so `upgrade_tables` does.
+ADDED_COLUMNS: dict[str, tuple[sa.Column[Any], ...]] = {
+    feedback.name: (feedback.c.key_id,),
+    card_feedback.name: (card_feedback.c.key_id,),
+}
 
 
 class PredictionRow(NamedTuple):
@@ -79,6 +152,27 @@ class PredictionRow(NamedTuple):
     threshold: float
     #: The 30 fields in `FEATURE_COLUMNS` order: a numpy row or a sequence of floats.
     features: Sequence[float] | np.ndarray
+    fraud_probability: float
+    is_fraud: bool
+
+
+class CardPredictionRow(NamedTuple):
+    """One scored card transaction, as the request path hands it over (no conversion there).
+
+    Its key comes first, as `PredictionRow`'s does: the writer finds either by `row[0]`.
+    """
+
+    transaction_id: str
+    created_at: datetime  # UTC; a naive time is taken as UTC
+    model_version: str
+    threshold: float
+    tx_us: int
+    customer_id: str
+    terminal_id: str
+    amount: float
+    #: The names of `features` (the model's behavioural features, in order), shared by rows.
+    feature_names: Sequence[str]
+    features: Sequence[float]
     fraud_probability: float
     is_fraud: bool
 
@@ -134,4 +228,40 @@ def make_engine(url: str, *, busy_timeout_s: float = 5.0) -> sa.Engine:
 
 
 def create_tables(engine: sa.Engine) -> None:
+    """Create the missing tables of the log, and the columns added since (`ADDED_COLUMNS`)."""
     metadata.create_all(engine)
+    upgrade_tables(engine)
+
+
+def upgrade_tables(engine: sa.Engine) -> None:
+    """Add the columns of `ADDED_COLUMNS` that an existing database's tables lack.
+
+    Safe to run from several processes at once (two API workers starting): PostgreSQL's
+    `ADD COLUMN IF NOT EXISTS`; on SQLite, which has no such clause, a column another process
+    added in between is taken as done.
+    """
+    inspector = sa.inspect(engine)
+    for table_name, columns in ADDED_COLUMNS.items():
+        if not inspector.has_table(table_name):
+            continue
+        present = {c["name"] for c in inspector.get_columns(table_name)}
+        for column in columns:
+            if column.name not in present:
+                _add_column(engine, table_name, column)
+
+
+def _add_column(engine: sa.Engine, table_name: str, column: sa.Column[Any]) -> None:
+    preparer = engine.dialect.identifier_preparer
+    kind = column.type.compile(dialect=engine.dialect)
+    exists = " IF NOT EXISTS" if engine.dialect.name == "postgresql" else ""
+    ddl = (
+        f"ALTER TABLE {preparer.quote(table_name)} "
+        f"ADD COLUMN{exists} {preparer.quote(column.name)} {kind}"
+    )
+    try:
+        with engine.begin() as conn:
+            conn.exec_driver_sql(ddl)
+    except (OperationalError, ProgrammingError):
+        names = {c["name"] for c in sa.inspect(engine).get_columns(table_name)}
+        if column.name not in names:
+            raise

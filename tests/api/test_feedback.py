@@ -1,4 +1,8 @@
-"""POST /feedback: the true label of a logged prediction, stored once; bad input changes nothing."""
+"""POST /feedback: the true label of a logged prediction, stored once; bad input changes nothing.
+
+The app's client sends an API key with the `feedback` scope on every request
+(`test_auth`, `test_label_history`: without one, and corrections).
+"""
 
 from __future__ import annotations
 
@@ -12,11 +16,12 @@ import sqlalchemy as sa
 from fastapi.testclient import TestClient
 
 from api.main import create_app
+from fraud_core.api_keys import FEEDBACK, parse
 from fraud_core.bundle import FraudModel
 from fraud_core.prediction_log import feedback, labelled_rows, make_engine
 from fraud_core.schema import COLUMNS, FEATURE_COLUMNS, LABEL
 from fraud_core.store import ModelStore
-from tests.api.conftest import make_settings, metric, scrape
+from tests.api.conftest import bearer, make_settings, metric, new_key, scrape
 
 pytestmark = pytest.mark.filterwarnings("ignore:overflow encountered in cast:RuntimeWarning")
 
@@ -29,16 +34,33 @@ def log_url(tmp_path: Path) -> str:
 
 
 @pytest.fixture
-def labelling(store: ModelStore, served_model: FraudModel, log_url: str) -> Iterator[TestClient]:
-    """The app with a log that waits 30 s to fill a batch: a new prediction is still queued."""
+def key(log_url: str) -> str:
+    """A `feedback` key in the test's prediction log."""
+    return new_key(log_url, FEEDBACK, name="chargebacks")
+
+
+@pytest.fixture
+def labelling(
+    store: ModelStore, served_model: FraudModel, log_url: str, key: str
+) -> Iterator[TestClient]:
+    """The app with a log that waits 30 s to fill a batch: a new prediction is still queued.
+
+    Its client sends `key` with every request.
+    """
     settings = make_settings(
         store.root,
         FRAUD_PREDICTION_LOG_URL=log_url,
         FRAUD_PREDICTION_LOG_FLUSH_INTERVAL_S=30,
         FRAUD_PREDICTION_LOG_BATCH_SIZE=1_000,
     )
-    with TestClient(create_app(settings)) as client:
+    with TestClient(create_app(settings), headers=bearer(key)) as client:
         yield client
+
+
+def key_id(key: str) -> str:
+    parsed = parse(key)
+    assert parsed is not None
+    return parsed[0]
 
 
 def stored_labels(url: str) -> list[tuple[Any, ...]]:
@@ -58,7 +80,7 @@ def predict(client: TestClient, record: Record) -> str:
 
 
 def test_a_label_right_after_the_prediction_is_stored(
-    labelling: TestClient, records: list[Record], log_url: str
+    labelling: TestClient, records: list[Record], log_url: str, key: str
 ) -> None:
     request_id = predict(labelling, records[0])
     # Still in the log's queue (a 30 s batch): the route writes it out before it looks.
@@ -71,10 +93,12 @@ def test_a_label_right_after_the_prediction_is_stored(
     assert body["label"] == "fraud"
     assert body["source"] == "chargeback"
     assert body["created"] is True
+    assert body["key_id"] == key_id(key) and body["corrected"] is False
     labelled_at = datetime.fromisoformat(body["labelled_at"])
     assert labelled_at.tzinfo is not None
-    [(stored_id, label, stored_at, source, comment)] = stored_labels(log_url)
+    [(stored_id, label, stored_at, source, comment, stored_key)] = stored_labels(log_url)
     assert (stored_id, label, source, comment) == (request_id, "fraud", "chargeback", None)
+    assert stored_key == key_id(key)
     assert stored_at == labelled_at
     assert metric(scrape(labelling), "fraud_api_feedback_total", label="fraud") == 1
 

@@ -272,8 +272,12 @@ def test_a_database_that_is_down_never_fails_a_prediction(
         for record in records[:5]:
             assert client.post("/predict", json=record).status_code == 200
         assert client.post("/predict/batch", json=records[:3]).status_code == 200
-        response = client.post("/feedback", json={"request_id": "x", "label": "fraud"})
+        # No key can be checked either (they live in that database): a well-formed one is
+        # answered 503, not 401.
+        key = {"Authorization": f"Bearer fk_{'0' * 12}_{'A' * 43}"}
+        response = client.post("/feedback", json={"request_id": "x", "label": "fraud"}, headers=key)
         assert response.status_code == 503
+        assert "API keys" in response.json()["detail"]
     samples = final_samples(app)
     assert metric(samples, "fraud_api_prediction_log_written_total") == 0
     assert metric(samples, "fraud_api_prediction_log_dropped_total", reason="write_failed") == 8

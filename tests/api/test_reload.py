@@ -1,4 +1,4 @@
-"""`POST /admin/reload`: token checks, picking up a new bundle, refusing a corrupt one."""
+"""`POST /admin/reload`: key and token checks, picking up a new bundle, refusing a corrupt one."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from api.main import create_app
+from fraud_core.api_keys import ADMIN, FEEDBACK, SCORE
 from fraud_core.bundle import FraudModel
 from fraud_core.store import ModelStore
 from tests.api.conftest import (
@@ -18,8 +19,11 @@ from tests.api.conftest import (
     V2,
     V3,
     MakeModel,
+    bearer,
+    default_log_url,
     make_settings,
     metric,
+    new_key,
     publish,
     scrape,
     transaction,
@@ -47,14 +51,21 @@ def test_the_first_load_is_logged_with_its_version_and_directory(
     assert serving_lines(caplog, logging.ERROR) == []
 
 
-def test_reload_is_not_found_when_no_token_is_configured(
+def test_without_a_token_configured_only_an_admin_key_reloads(
     store: ModelStore, served_model: FraudModel
 ) -> None:
+    url = default_log_url(store.root)
+    admin, other = new_key(url, ADMIN), new_key(url, FEEDBACK, SCORE)
     with TestClient(create_app(make_settings(store.root, FRAUD_API_RELOAD_TOKEN=None))) as client:
         for headers in ({}, AUTH, {"Authorization": "Bearer "}):
             response = client.post("/admin/reload", headers=headers)
-            assert response.status_code == 404
-            assert "no token" in response.json()["detail"]
+            assert response.status_code == 401
+            assert response.headers["www-authenticate"] == "Bearer"
+        refused = client.post("/admin/reload", headers=bearer(other))
+        assert refused.status_code == 403 and "admin" in refused.json()["detail"]
+        response = client.post("/admin/reload", headers=bearer(admin))
+        assert response.status_code == 200, response.text
+        assert response.json() == {"changed": False, "model_version": V1}
 
 
 @pytest.mark.parametrize(

@@ -115,3 +115,33 @@ def test_the_cli_creates_lists_and_revokes(
     engine = make_engine(url)
     assert KeyRing(engine).verify(created["key"]) is None
     engine.dispose()
+
+
+def test_create_replace_rotates_a_key_by_name(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    url = f"sqlite:///{tmp_path / 'log.db'}"
+    args = ["--database", url, "create", "--name", "me (make serve)", "--scope", "score", "--json"]
+    assert main(args) == 0
+    first = json.loads(capsys.readouterr().out)
+    assert main(["--database", url, "create", "--name", "other", "--scope", "score"]) == 0
+    capsys.readouterr()
+    assert main([*args, "--replace"]) == 0
+    second = json.loads(capsys.readouterr().out)
+    engine = make_engine(url)
+    try:
+        active = {k.name: k.key_id for k in list_keys(engine) if k.active}
+        assert active == {"me (make serve)": second["key_id"], "other": active["other"]}
+        ring = KeyRing(engine)
+        assert ring.verify(first["key"]) is None and ring.verify(second["key"]) is not None
+    finally:
+        engine.dispose()
+
+
+def test_check_answers_from_the_copy_without_reading_the_table(engine: sa.Engine) -> None:
+    ring = KeyRing(engine, refresh_s=0)
+    _, key = create_key(engine, "late", [SCORE])
+    assert ring.age_s == float("inf")
+    assert ring.check(key) is None  # nothing read yet: unknown
+    ring.refresh()
+    assert ring.check(key) is not None and ring.age_s < 60
