@@ -33,6 +33,11 @@ def print_urls(stack: Stack) -> None:
     for label, url, note in rows:
         print(f"  {label:10} {url:40} {note}")
     print(f"\n  logs: {stack.logs}    stop: make stack-down")
+    print(
+        "  API keys (scoring, feedback and admin need one): "
+        f"uv run fraud-keys --database {stack.database_url('predictions')} create "
+        "--name NAME --scope score --scope feedback"
+    )
     print(f"  retrain now: Airflow > {DAG_ID} > Trigger, or Dagster > Jobs > weekly_retrain_job")
 
 

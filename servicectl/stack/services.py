@@ -91,6 +91,7 @@ SERVICES: tuple[Service, ...] = (
             "FRAUD_PREDICTION_LOG_URL",
             "FRAUD_FEATURE_STATE",
             "FRAUD_FEATURE_STATE_PREFIX",
+            "FRAUD_API_REQUIRE_SCORE_KEY",
         ),
     ),
     # Scrapes the API and evaluates monitoring/prometheus/alerts.yml; not a Python package, so

@@ -127,6 +127,8 @@ class Stack:
             # The card-transactions state, shared by the API's workers, under the stack's prefix.
             FRAUD_FEATURE_STATE=self.redis_url,
             FRAUD_FEATURE_STATE_PREFIX=f"{self.db_prefix}state",
+            # Production shape: scoring needs a key with the `score` scope too (`fraud-keys`).
+            FRAUD_API_REQUIRE_SCORE_KEY="true",
             # The MLflow server's job runner serves GenAI features; it would only compete with
             # training for the cores.
             MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false",

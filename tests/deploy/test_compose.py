@@ -82,6 +82,8 @@ EXTRA_READS = {
     "api": ("FRAUD_MODELS_DIR", "FRAUD_PREDICTION_LOG_URL", "MLFLOW_TRACKING_URI"),
 }
 SECRET_NAME = re.compile(r"(PASSWORD|SECRET|TOKEN|_KEY)($|_)")
+#: Names that match SECRET_NAME but hold a switch, not a secret.
+NOT_SECRETS = frozenset({"FRAUD_API_REQUIRE_SCORE_KEY"})
 URL_PASSWORD = re.compile(r"://[^/@\s:]+:([^@\s]+)@")
 
 
@@ -178,7 +180,11 @@ def secret_problems(compose: dict[str, Any]) -> list[str]:
     problems = []
     for name, service in services(compose).items():
         for key, value in environment(service).items():
-            if SECRET_NAME.search(key) and not re.fullmatch(r"\$\{[^}]+\}", value):
+            if (
+                SECRET_NAME.search(key)
+                and key not in NOT_SECRETS
+                and not re.fullmatch(r"\$\{[^}]+\}", value)
+            ):
                 problems.append(f"{name}: {key} is a literal, not ${{...}}")
             for password in URL_PASSWORD.findall(value):
                 if not password.startswith("${"):
@@ -422,10 +428,11 @@ def test_platform_addresses_match_stack_env() -> None:
         env = _stack().env()
     # The feature state is the API's alone (test_each_service_gets_the_variables_stack_gives_it
     # checks the api service has it); Dagster never reads it.
-    api_only = {"FRAUD_FEATURE_STATE", "FRAUD_FEATURE_STATE_PREFIX"}
+    api_only = {"FRAUD_FEATURE_STATE", "FRAUD_FEATURE_STATE_PREFIX", "FRAUD_API_REQUIRE_SCORE_KEY"}
     platform = set(env) - set(_stack().airflow_env()) - {"PATH"} - api_only
     compose = services(top())
     assert environment(compose["api"])["FRAUD_FEATURE_STATE"] == "redis://redis:6379/0"
+    assert environment(compose["api"])["FRAUD_API_REQUIRE_SCORE_KEY"] == "true"
     for name in ("dagster-code", "dagster-webserver", "dagster-daemon"):
         assert platform <= set(environment(compose[name])), name
     dagster = environment(compose["dagster-code"])

@@ -170,10 +170,35 @@ def api_model(running: Running) -> dict[str, Any]:
     return dict(response.json())
 
 
+_SCORE_KEYS: dict[str, str] = {}
+
+
+def score_key(running: Running) -> str:
+    """A key with the `score` scope: the stack's API (production shape) asks one for scoring."""
+    if "key" not in _SCORE_KEYS:
+        from fraud_core.api_keys import SCORE, create_key
+        from fraud_core.prediction_log.tables import make_engine
+
+        engine = make_engine(running.state.database_url("predictions"))
+        try:
+            _SCORE_KEYS["key"] = create_key(engine, "stack-test", [SCORE])[1]
+        finally:
+            engine.dispose()
+    return _SCORE_KEYS["key"]
+
+
 def predict(running: Running) -> dict[str, Any]:
     from api.schemas import EXAMPLE
 
-    response = httpx.post(f"{running.url('api')}/predict", json=EXAMPLE, timeout=10)
+    url = f"{running.url('api')}/predict"
+    assert httpx.post(url, json=EXAMPLE, timeout=10).status_code == 401
+    headers = {"Authorization": f"Bearer {score_key(running)}"}
+    # Each worker reads new keys within FRAUD_API_KEYS_REFRESH_S (2 s).
+    deadline = time.monotonic() + 30
+    response = httpx.post(url, json=EXAMPLE, headers=headers, timeout=10)
+    while response.status_code == 401 and time.monotonic() < deadline:
+        time.sleep(0.5)
+        response = httpx.post(url, json=EXAMPLE, headers=headers, timeout=10)
     assert response.status_code == 200, response.text
     return dict(response.json())
 
