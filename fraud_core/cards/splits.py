@@ -14,9 +14,12 @@ contract's row fractions:
     [ train | gap (delay) ][ validation | gap (delay) ][ test ]
     day 0                  b1                          b2          last day
 
-`history` is what a model published after training on train + validation would have seen: the
-labelled transactions of the last `definition.retention_us` before the end of validation (the
-bundle's `history.parquet`, which the serving state starts from).
+`history` is what the served model's state must start from: the labelled transactions of the
+last `definition.retention_us` of the WHOLE data set, test period included (the bundle's
+`history.parquet`). The model is deployed after the last transaction of the data and scores
+transactions that come after it; their offline features count every earlier transaction in
+their windows, so the state must hold those too. Labels of its last `delay_days` are there
+but count only for transactions more than the delay later, as offline.
 """
 
 from __future__ import annotations
@@ -183,9 +186,9 @@ def split_cards(
     periods = plan.periods()
     parts = {name: rows(*bounds) for name, bounds in periods.items()}
     gaps = pd.concat([parts["validation_gap"], parts["test_gap"]], ignore_index=True)
-    end_us = plan.validation_end * US_PER_DAY
-    lo, hi = np.searchsorted(tx_us, [end_us - definition.retention_us, end_us])
-    history = frame.iloc[lo:hi][list(HISTORY_COLUMNS)].reset_index(drop=True)
+    # Everything after `newest - retention` (the state's own cut-off rule), up to the newest.
+    lo = int(np.searchsorted(tx_us, int(tx_us[-1]) - definition.retention_us, side="right"))
+    history = frame.iloc[lo:][list(HISTORY_COLUMNS)].reset_index(drop=True)
     splits = Splits(
         train=parts["train"],
         validation=parts["validation"],
