@@ -7,13 +7,12 @@ ISO 8601 text (no zone: UTC; a zone is converted), `amount` a finite number >= 0
 
 from __future__ import annotations
 
-from datetime import datetime
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from api.card_fields import CardId, TxDatetime
-from api.schemas import Explanation
+from api.schemas import Explanation, LabelStored
 from fraud_core.cards.definition import AMOUNT, CUSTOMER_ID, TERMINAL_ID, TRANSACTION_ID
 
 CARD_EXAMPLE: dict[str, Any] = {
@@ -83,17 +82,10 @@ class CardBatchScore(BaseModel):
     results: list[CardScore] = Field(description="One per transaction, in the order sent")
 
 
-class CardFeedbackStored(BaseModel):
+class _TransactionId(BaseModel):
     transaction_id: str
-    label: Literal["fraud", "legit"]
-    labelled_at: datetime
-    source: str | None = None
-    comment: str | None = None
-    created: bool = Field(description="False when the same label was already stored")
-    key_id: str | None = Field(None, description="The id of the API key that sent the label")
-    corrected: bool = Field(
-        False, description="True when this label replaced another (a key with label:correct)"
-    )
-    previous_label: Literal["fraud", "legit"] | None = Field(
-        None, description="The label a correction replaced"
-    )
+
+
+# The id first in the answer, as in `FeedbackStored`.
+class CardFeedbackStored(LabelStored, _TransactionId):
+    pass

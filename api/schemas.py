@@ -152,8 +152,9 @@ class FeedbackIn(BaseModel):
     comment: str | None = Field(None, max_length=2_000)
 
 
-class FeedbackStored(BaseModel):
-    request_id: str
+class LabelStored(BaseModel):
+    """A stored label, as /feedback answers it for either contract (each adds its id)."""
+
     label: Literal["fraud", "legit"]
     labelled_at: datetime
     source: str | None = None
@@ -166,6 +167,15 @@ class FeedbackStored(BaseModel):
     previous_label: Literal["fraud", "legit"] | None = Field(
         None, description="The label a correction replaced"
     )
+
+
+class _RequestId(BaseModel):
+    request_id: str
+
+
+# `LabelStored` first among the bases puts the id first: pydantic orders fields from the last base.
+class FeedbackStored(LabelStored, _RequestId):
+    pass
 
 
 class Problem(BaseModel):

@@ -42,8 +42,18 @@ sys.path.insert(0, str(ROOT))
 import numpy as np  # noqa: E402
 import redis  # noqa: E402
 import xgboost as xgb  # noqa: E402
-from serving_load import LOADS, WARMUP_S, api_body, median_load, percentiles, wrk  # noqa: E402
+from serving_load import (  # noqa: E402
+    LOADS,
+    WARMUP_S,
+    WRK_DONE,
+    api_body,
+    median_load,
+    percentiles,
+    wrk,
+    wrk_summary,
+)
 from serving_model import transactions  # noqa: E402
+from serving_report import print_loads  # noqa: E402
 from serving_servers import group_cpu_seconds, server, server_stack  # noqa: E402
 
 from fraud_core import synthetic  # noqa: E402
@@ -83,16 +93,8 @@ function request()
     math.random(0, %(customers)d - 1), math.random(0, %(terminals)d - 1),
     math.random() * 120)
   return wrk.format("POST", nil, {["Content-Type"] = "application/json"}, body)
-end
-function done(summary, latency, requests)
-  local e = summary.errors
-  io.write(string.format(
-    'WRK_JSON {"requests": %%d, "duration_us": %%d, "p50_us": %%d, "p99_us": %%d, "max_us": %%d, '
-    .. '"errors": %%d, "non_2xx": %%d}\\n',
-    summary.requests, summary.duration, latency:percentile(50), latency:percentile(99),
-    latency.max, e.connect + e.read + e.write + e.timeout, e.status))
-end
-"""
+end"""
+CARD_LUA += WRK_DONE
 
 
 def fit(x: np.ndarray, base: np.ndarray, y: np.ndarray) -> tuple[AnomalyScorer, xgb.Booster]:
@@ -174,16 +176,7 @@ def wrk_cards(
     run(WARMUP_S, uuid.uuid4().hex[:8], base_s)
     cpu = group_cpu_seconds(pgid)
     proc = run(duration, uuid.uuid4().hex[:8], base_s + 3_600)
-    cpu = group_cpu_seconds(pgid) - cpu
-    line = next((x for x in proc.stdout.splitlines() if x.startswith("WRK_JSON ")), None)
-    if line is None:
-        raise SystemExit(f"wrk printed no summary:\n{proc.stdout}{proc.stderr}")
-    out: dict[str, Any] = json.loads(line.removeprefix("WRK_JSON "))
-    if out["errors"] or out["non_2xx"]:
-        raise SystemExit(f"wrk against {url}: {out['errors']} errors, {out['non_2xx']} non-2xx")
-    out["rps"] = out["requests"] / (out["duration_us"] / 1e6)
-    out["cpu_ms_per_request"] = cpu * 1e3 / out["requests"]
-    return out
+    return wrk_summary(proc, url, group_cpu_seconds(pgid) - cpu)
 
 
 def state_floor(redis_url: str, prefix: str, end_us: int, n: int = 3_000) -> tuple[float, float]:
@@ -290,14 +283,7 @@ def report(
         f"card state: Redis {args.redis}, {data['history_rows']:,} transactions loaded\n"
         f"duration: {args.duration}s per wrk run (+{WARMUP_S}s warm-up), rounds: {args.rounds}"
     )
-    width = max(len(x.server) for x in loads) + 2
-    print(f"\n{'server':<{width}}| concurrency |    req/s | p50 ms | p99 ms | CPU ms/req")
-    print(f"{'-' * width}|{'-' * 13}|{'-' * 10}|{'-' * 8}|{'-' * 8}|{'-' * 11}")
-    for x in loads:
-        print(
-            f"{x.server:<{width}}| {x.concurrency:>11} | {x.rps:>8.0f} | "
-            f"{x.p50_ms:>6.2f} | {x.p99_ms:>6.2f} | {x.cpu_ms:>10.3f}"
-        )
+    print_loads(loads)
     print(f"\nRedis state's score call alone: p50 {floor[0]:.3f} ms, p99 {floor[1]:.3f} ms")
     cell = {(x.server, x.concurrency): x for x in loads}
     share = cell[(CARDS_NAME, 32)].rps / cell[(KAGGLE_NAME, 32)].rps

@@ -33,7 +33,9 @@ local i = 0
 request = function()
   i = i %% #bodies + 1
   return wrk.format(nil, nil, nil, bodies[i])
-end
+end"""
+#: The end of a wrk script (formatted with `%` as it is): `done` prints the numbers as JSON.
+WRK_DONE = """
 done = function(summary, latency, requests)
   local e = summary.errors
   io.write(string.format(
@@ -43,6 +45,7 @@ done = function(summary, latency, requests)
     latency.max, e.connect + e.read + e.write + e.timeout, e.status))
 end
 """
+WRK_LUA += WRK_DONE
 
 
 @dataclass
@@ -133,6 +136,15 @@ def wrk(
     cpu = group_cpu_seconds(pgid)
     proc = subprocess.run([*base, f"-d{duration}s"], capture_output=True, text=True, check=True)
     cpu = group_cpu_seconds(pgid) - cpu
+    out = wrk_summary(proc, url, cpu)
+    out["cpu_s"] = cpu
+    out["output"] = proc.stdout
+    return out
+
+
+def wrk_summary(proc: subprocess.CompletedProcess[str], url: str, cpu_s: float) -> dict[str, Any]:
+    """The summary our wrk script prints, with req/s and the servers' CPU per request added;
+    exits on errors or non-2xx answers."""
     line = next((x for x in proc.stdout.splitlines() if x.startswith("WRK_JSON ")), None)
     if line is None:
         raise SystemExit(f"wrk printed no summary:\n{proc.stdout}{proc.stderr}")
@@ -140,9 +152,7 @@ def wrk(
     if out["errors"] or out["non_2xx"]:
         raise SystemExit(f"wrk against {url}: {out['errors']} errors, {out['non_2xx']} non-2xx")
     out["rps"] = out["requests"] / (out["duration_us"] / 1e6)
-    out["cpu_s"] = cpu
-    out["cpu_ms_per_request"] = cpu * 1e3 / out["requests"]
-    out["output"] = proc.stdout
+    out["cpu_ms_per_request"] = cpu_s * 1e3 / out["requests"]
     return out
 
 

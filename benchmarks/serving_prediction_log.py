@@ -18,6 +18,7 @@ from serving_load import (
     median_load,
     wrk,
 )
+from serving_report import print_loads
 from serving_servers import api_server
 
 from servicectl.process import free_port
@@ -100,15 +101,8 @@ def compare_prediction_log(
 
     loads = [median_load(name, c, r) for (name, c), r in runs.items()]
     loads.sort(key=lambda x: (x.concurrency, x.server))
-    width = max(len(x.server) for x in loads) + 2
     print(f"\nprediction log: {log_url}   duration {args.duration}s, rounds {args.rounds}")
-    print(f"\n{'server':<{width}}| concurrency |    req/s | p50 ms | p99 ms | CPU ms/req")
-    print(f"{'-' * width}|{'-' * 13}|{'-' * 10}|{'-' * 8}|{'-' * 8}|{'-' * 11}")
-    for x in loads:
-        print(
-            f"{x.server:<{width}}| {x.concurrency:>11} | {x.rps:>8.0f} | "
-            f"{x.p50_ms:>6.2f} | {x.p99_ms:>6.2f} | {x.cpu_ms:>10.3f}"
-        )
+    print_loads(loads)
     for name, (p50, p99) in batches.items():
         print(f"batch of {BATCH_ROWS:,} through {name}: p50 {p50:.1f} ms, p99 {p99:.1f} ms")
     cell = {(x.server, x.concurrency): x for x in loads}

@@ -12,6 +12,18 @@ MAX_P99_C1_MS = 3.0
 MAX_BATCH_MS = 50.0
 
 
+def print_loads(loads: list[Load], cpu_decimals: int = 3) -> None:
+    """The table of wrk runs: one row per server and concurrency."""
+    width = max(len(x.server) for x in loads) + 2
+    print(f"\n{'server':<{width}}| concurrency |    req/s | p50 ms | p99 ms | CPU ms/req")
+    print(f"{'-' * width}|{'-' * 13}|{'-' * 10}|{'-' * 8}|{'-' * 8}|{'-' * 11}")
+    for x in loads:
+        print(
+            f"{x.server:<{width}}| {x.concurrency:>11} | {x.rps:>8.0f} | "
+            f"{x.p50_ms:>6.2f} | {x.p99_ms:>6.2f} | {x.cpu_ms:>10.{cpu_decimals}f}"
+        )
+
+
 def print_report(
     floor: dict[str, float],
     loads: list[Load],
@@ -24,14 +36,7 @@ def print_report(
         f"(+{WARMUP_S}s warm-up), rounds: {info['rounds']} (median shown)   "
         f"python: {sys.version.split()[0]}"
     )
-    width = max(len(x.server) for x in loads) + 2
-    print(f"\n{'server':<{width}}| concurrency |    req/s | p50 ms | p99 ms | CPU ms/req")
-    print(f"{'-' * width}|{'-' * 13}|{'-' * 10}|{'-' * 8}|{'-' * 8}|{'-' * 11}")
-    for x in loads:
-        print(
-            f"{x.server:<{width}}| {x.concurrency:>11} | {x.rps:>8.0f} | "
-            f"{x.p50_ms:>6.2f} | {x.p99_ms:>6.2f} | {x.cpu_ms:>10.2f}"
-        )
+    print_loads(loads, cpu_decimals=2)
     print(
         f"\nin-process floor (FraudModel.predict_proba): one row p50 {floor['one_p50_ms']:.3f} ms, "
         f"p99 {floor['one_p99_ms']:.3f} ms; {BATCH_ROWS:,} rows p50 {floor['batch_p50_ms']:.1f} "

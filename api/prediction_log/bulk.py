@@ -129,14 +129,18 @@ def insert_rows(conn: sa.Connection, rows: Sequence[PredictionRow]) -> None:
     if conn.dialect.name == "sqlite":
         conn.exec_driver_sql(_SQLITE_INSERT, sqlite_rows(rows))
         return
-    data = copy_data(rows)
+    copy_in(conn, _COPY, copy_data(rows))
+
+
+def copy_in(conn: sa.Connection, copy: str, data: bytes) -> None:
+    """Run the `COPY … FROM STDIN` statement `copy` on `data`, in the connection's transaction."""
     dbapi = conn.dialect.loaded_dbapi
     cursor = conn.connection.cursor()
     try:
-        cursor.copy_expert(_COPY, io.BytesIO(data))
+        cursor.copy_expert(copy, io.BytesIO(data))
     except dbapi.Error as exc:
         # The raw cursor's error, as SQLAlchemy raises it elsewhere (IntegrityError for a repeated
         # id, OperationalError for a lost connection), so the writer handles both paths alike.
-        raise sa.exc.DBAPIError.instance(_COPY, None, exc, dbapi.Error) from exc
+        raise sa.exc.DBAPIError.instance(copy, None, exc, dbapi.Error) from exc
     finally:
         cursor.close()

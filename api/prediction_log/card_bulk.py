@@ -17,7 +17,7 @@ from datetime import UTC, datetime, timedelta
 import sqlalchemy as sa
 from sqlalchemy.dialects import sqlite
 
-from api.prediction_log.bulk import RowError
+from api.prediction_log.bulk import RowError, copy_in
 from fraud_core.prediction_log.tables import CardPredictionRow, card_predictions
 
 COLUMNS = tuple(column.name for column in card_predictions.columns)
@@ -85,12 +85,4 @@ def insert_card_rows(conn: sa.Connection, rows: Sequence[CardPredictionRow]) -> 
     if conn.dialect.name == "sqlite":
         conn.exec_driver_sql(_SQLITE_INSERT, _encoded(rows, ""))
         return
-    data = copy_data(rows)
-    dbapi = conn.dialect.loaded_dbapi
-    cursor = conn.connection.cursor()
-    try:
-        cursor.copy_expert(_COPY, io.BytesIO(data))
-    except dbapi.Error as exc:
-        raise sa.exc.DBAPIError.instance(_COPY, None, exc, dbapi.Error) from exc
-    finally:
-        cursor.close()
+    copy_in(conn, _COPY, copy_data(rows))

@@ -8,9 +8,8 @@ from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import numpy as np
-from fastapi import APIRouter, Body, Header, HTTPException, Request, Response, status
-from fastapi.exceptions import RequestValidationError
-from pydantic import Field, TypeAdapter, ValidationError
+from fastapi import APIRouter, Body, Header, Request, Response
+from pydantic import Field, TypeAdapter
 
 from api.auth import AUTH_RESPONSES
 from api.deps import AppMetrics, AppSettings, Holder, PredictionLogDep, ScoreCaller
@@ -22,7 +21,14 @@ from api.schemas import (
     Prediction,
     Transaction,
 )
-from api.scoring import ExplainFlag, explanations, require_contract, served_model
+from api.scoring import (
+    ExplainFlag,
+    batch_body,
+    explanations,
+    read_batch,
+    require_contract,
+    served_model,
+)
 from fraud_core.contracts import KAGGLE
 from fraud_core.prediction_log import PredictionRow
 from fraud_core.schema import FEATURE_COLUMNS
@@ -110,22 +116,9 @@ async def predict(
     )
 
 
-#: Parses and validates a batch body in one pass in pydantic's Rust core: 4 ms for 1,000 rows,
-#: where FastAPI's `json.loads` followed by validation took 15 ms.
+#: A non-empty list, parsed and validated by `read_batch`.
 _BATCH = TypeAdapter(Annotated[list[Transaction], Field(min_length=1)])
-_BATCH_BODY = {
-    "required": True,
-    "content": {
-        "application/json": {
-            "schema": {
-                "type": "array",
-                "items": {"$ref": "#/components/schemas/Transaction"},
-                "minItems": 1,
-            },
-            "examples": {"two transactions": {"value": [EXAMPLE, EXAMPLE]}},
-        }
-    },
-}
+_BATCH_BODY = batch_body("Transaction", {"two transactions": [EXAMPLE, EXAMPLE]})
 
 
 @router.post(
@@ -157,18 +150,7 @@ async def predict_batch(
     The body is a JSON list of the objects `/predict` takes. Item `i` is logged under
     `<request_id>-<i>`, its own `request_id` in the answer.
     """
-    try:
-        transactions = _BATCH.validate_json(await request.body())
-    except ValidationError as exc:
-        raise RequestValidationError(
-            [{**error, "loc": ("body", *error["loc"])} for error in exc.errors()]
-        ) from exc
-    limit = settings.max_batch
-    if len(transactions) > limit:
-        raise HTTPException(
-            status.HTTP_413_CONTENT_TOO_LARGE,
-            f"batch of {len(transactions)} transactions is over the limit of {limit}",
-        )
+    transactions = await read_batch(request, _BATCH, settings.max_batch)
     served = served_model(holder)
     require_contract(served, KAGGLE)
     batch_id = _request_id(x_request_id, response)

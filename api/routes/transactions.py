@@ -15,7 +15,7 @@ from typing import Annotated, Any
 import numpy as np
 from fastapi import APIRouter, Body, HTTPException, Query, Request, status
 from fastapi.exceptions import RequestValidationError
-from pydantic import Field, TypeAdapter, ValidationError
+from pydantic import Field, TypeAdapter
 from redis.exceptions import RedisError
 
 from api.auth import AUTH_RESPONSES
@@ -31,7 +31,14 @@ from api.deps import (
 from api.feature_state import ServingState
 from api.metrics import Metrics
 from api.prediction_log import PredictionLog
-from api.scoring import ExplainFlag, explanations, require_contract, served_model
+from api.scoring import (
+    ExplainFlag,
+    batch_body,
+    explanations,
+    read_batch,
+    require_contract,
+    served_model,
+)
 from api.serving import Served
 from fraud_core.cards.state import CardTransaction, FeatureState, Scored, TooLate
 from fraud_core.contracts import CARDS
@@ -191,25 +198,12 @@ async def score_transaction(
     return answer
 
 
-#: Parsed and validated in one pass in pydantic's core, as /predict/batch does.
+#: A non-empty list, parsed and validated by `read_batch`.
 _BATCH = TypeAdapter(Annotated[list[CardTransactionIn], Field(min_length=1)])
-_BATCH_BODY = {
-    "required": True,
-    "content": {
-        "application/json": {
-            "schema": {
-                "type": "array",
-                "items": {"$ref": "#/components/schemas/CardTransactionIn"},
-                "minItems": 1,
-            },
-            "examples": {
-                "two transactions": {
-                    "value": [CARD_EXAMPLE, {**CARD_EXAMPLE, "transaction_id": "tx-000124"}]
-                }
-            },
-        }
-    },
-}
+_BATCH_BODY = batch_body(
+    "CardTransactionIn",
+    {"two transactions": [CARD_EXAMPLE, {**CARD_EXAMPLE, "transaction_id": "tx-000124"}]},
+)
 
 
 def _too_late_in(state: FeatureState, txs: Sequence[CardTransaction]) -> tuple[int, TooLate] | None:
@@ -254,18 +248,7 @@ async def score_transactions(
     Each sees the ones before it in the batch, as if sent one by one. A transaction too late to
     score refuses the whole batch (422 naming it), and nothing of the batch is added.
     """
-    try:
-        transactions = _BATCH.validate_json(await request.body())
-    except ValidationError as exc:
-        raise RequestValidationError(
-            [{**error, "loc": ("body", *error["loc"])} for error in exc.errors()]
-        ) from exc
-    limit = settings.max_batch
-    if len(transactions) > limit:
-        raise HTTPException(
-            status.HTTP_413_CONTENT_TOO_LARGE,
-            f"batch of {len(transactions)} transactions is over the limit of {limit}",
-        )
+    transactions = await read_batch(request, _BATCH, settings.max_batch)
     served = served_model(holder)
     require_contract(served, CARDS)
     state = _state(feature_state, served)

@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, Unpack
 
 import numpy as np
 import pandas as pd
@@ -29,22 +29,25 @@ from fraud_core.cards.definition import (
     TX_US,
 )
 from fraud_core.contracts import CARDS
-from fraud_core.prediction_log.history import StoredLabel, ensure_label_tables, store_label
-from fraud_core.prediction_log.labels import FeedbackError, InvalidLabel
-from fraud_core.prediction_log.tables import LABELS, card_feedback, card_predictions
+from fraud_core.prediction_log.history import StoredLabel, ensure_label_tables
+from fraud_core.prediction_log.labels import (
+    PROVENANCE_COLUMNS,
+    Conflict,
+    FeedbackError,
+    LabelOptions,
+    StoredFeedback,
+    answer_fields,
+    provenance,
+    recent_rows,
+    store_feedback,
+)
+from fraud_core.prediction_log.tables import card_feedback, card_predictions
 
 #: The canonical labelled columns (`fraud_core.cards.definition`), as `labelled_card_transactions`
 #: and `card_events` return them first.
 CANONICAL_COLUMNS = (TRANSACTION_ID, TX_DATETIME, TX_US, CUSTOMER_ID, TERMINAL_ID, AMOUNT, LABEL)
 #: `labelled_card_transactions`' columns after the canonical ones: where each row came from.
-CARD_PROVENANCE_COLUMNS = (
-    "model_version",
-    "fraud_probability",
-    "predicted_at",
-    "labelled_at",
-    "label_source",
-    "label_key_id",
-)
+CARD_PROVENANCE_COLUMNS = tuple(c for c in PROVENANCE_COLUMNS if c != "request_id")
 
 
 class UnknownTransactionId(FeedbackError, LookupError):
@@ -56,54 +59,21 @@ class UnknownTransactionId(FeedbackError, LookupError):
 
 
 @dataclass(frozen=True)
-class CardFeedback:
-    transaction_id: str
-    label: str
-    labelled_at: datetime
-    source: str | None
-    comment: str | None
-    created: bool  # False: the same label was already stored (and is returned as it was)
-    key_id: str | None = None  # the API key that sent the label (None: sent without one)
-    previous_label: str | None = None  # set when this label corrected another one
-
-    @property
-    def corrected(self) -> bool:
-        return self.previous_label is not None
+class CardFeedback(StoredFeedback):
+    transaction_id: str = field(kw_only=True)
 
 
-class ConflictingCardLabel(FeedbackError):
+class ConflictingCardLabel(Conflict[CardFeedback]):
     def __init__(self, stored: CardFeedback, label: str) -> None:
-        super().__init__(
-            f"transaction id {stored.transaction_id!r} was labelled {stored.label!r} at "
-            f"{stored.labelled_at.isoformat(timespec='seconds')}; refusing {label!r}"
-        )
-        self.stored = stored
-        self.label = label
+        super().__init__("transaction id", stored.transaction_id, stored, label)
 
 
 def _card_feedback(stored: StoredLabel) -> CardFeedback:
-    return CardFeedback(
-        stored.prediction_id,
-        stored.label,
-        stored.labelled_at,
-        stored.source,
-        stored.comment,
-        stored.created,
-        stored.key_id,
-        stored.previous_label,
-    )
+    return CardFeedback(transaction_id=stored.prediction_id, **answer_fields(stored))
 
 
 def add_card_feedback(
-    engine: sa.Engine,
-    transaction_id: str,
-    label: str,
-    *,
-    source: str | None = None,
-    comment: str | None = None,
-    labelled_at: datetime | None = None,
-    key_id: str | None = None,
-    correct: bool = False,
+    engine: sa.Engine, transaction_id: str, label: str, **options: Unpack[LabelOptions]
 ) -> CardFeedback:
     """Store the true label of a logged card prediction, and its entry in the label history.
 
@@ -112,22 +82,16 @@ def add_card_feedback(
     replaces it (the history keeps both). Raises `InvalidLabel`, `UnknownTransactionId` or
     `ConflictingCardLabel` having written nothing.
     """
-    if label not in LABELS:
-        raise InvalidLabel(label)
-    stored = store_label(
+    return store_feedback(
         engine,
         CARDS,
         transaction_id,
         label,
-        source=source,
-        comment=comment,
-        labelled_at=labelled_at,
-        key_id=key_id,
-        correct=correct,
-        unknown=UnknownTransactionId,
-        conflict=lambda current, wanted: ConflictingCardLabel(_card_feedback(current), wanted),
+        _card_feedback,
+        UnknownTransactionId,
+        ConflictingCardLabel,
+        options,
     )
-    return _card_feedback(stored)
 
 
 def _has_tables(engine: sa.Engine) -> bool:
@@ -153,6 +117,13 @@ def _canonical(frame: pd.DataFrame) -> pd.DataFrame:
     return frame
 
 
+def _canonical_columns() -> list[sa.ColumnElement[Any]]:
+    """The selected columns that `_canonical` types: the transaction, and 1 for a `fraud` label."""
+    p, f = card_predictions.c, card_feedback.c
+    label = sa.case((f.label == "fraud", 1), else_=0).label(LABEL)
+    return [p.transaction_id, p.tx_us, p.customer_id, p.terminal_id, p.amount, label]
+
+
 def _frame(rows: list[Any], columns: list[str]) -> pd.DataFrame:
     if not rows:
         return pd.DataFrame({name: pd.Series([], dtype=object) for name in columns})
@@ -172,18 +143,8 @@ def labelled_card_transactions(engine: sa.Engine, since: datetime | None = None)
         ensure_label_tables(engine)  # a database from before `key_id`: the column added
         p, f = card_predictions.c, card_feedback.c
         query = sa.select(
-            p.transaction_id,
-            p.tx_us,
-            p.customer_id,
-            p.terminal_id,
-            p.amount,
-            sa.case((f.label == "fraud", 1), else_=0).label(LABEL),
-            p.model_version,
-            p.fraud_probability,
-            p.created_at.label("predicted_at"),
-            f.labelled_at,
-            f.source.label("label_source"),
-            f.key_id.label("label_key_id"),
+            *_canonical_columns(),
+            *provenance(card_predictions, card_feedback),
         ).join_from(card_feedback, card_predictions, f.transaction_id == p.transaction_id)
         if since is not None:
             query = query.where(f.labelled_at >= since)
@@ -208,14 +169,7 @@ def card_events(
     rows: list[Any] = []
     if _has_tables(engine):
         p, f = card_predictions.c, card_feedback.c
-        query = sa.select(
-            p.transaction_id,
-            p.tx_us,
-            p.customer_id,
-            p.terminal_id,
-            p.amount,
-            sa.case((f.label == "fraud", 1), else_=0).label(LABEL),
-        ).join_from(
+        query = sa.select(*_canonical_columns()).join_from(
             card_predictions,
             card_feedback,
             f.transaction_id == p.transaction_id,
@@ -275,16 +229,7 @@ def recent_card_predictions(
     names += ["fraud_probability", "is_fraud"]
     rows: list[Any] = []
     if _has_tables(engine):
-        p = card_predictions.c
-        query = sa.select(*(p[name] for name in names)).order_by(
-            p.created_at.desc(), p.transaction_id.desc()
-        )
-        if since is not None:
-            query = query.where(p.created_at >= since)
-        if limit is not None:
-            query = query.limit(limit)
-        with engine.connect() as conn:
-            rows = list(conn.execute(query).all())[::-1]
+        rows = recent_rows(engine, card_predictions, "transaction_id", names, limit, since)
     frame = _frame(rows, names)
     features = pd.DataFrame(
         [json.loads(text) for text in frame["features"]], index=frame.index, dtype=np.float64

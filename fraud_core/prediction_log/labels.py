@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, fields
 from datetime import datetime
+from typing import Any, Generic, TypedDict, TypeVar, Unpack
 
 import pandas as pd
 import sqlalchemy as sa
@@ -30,19 +32,10 @@ class InvalidLabel(FeedbackError):
         self.label = label
 
 
-class ConflictingLabel(FeedbackError):
-    def __init__(self, stored: Feedback, label: str) -> None:
-        super().__init__(
-            f"request id {stored.request_id!r} was labelled {stored.label!r} at "
-            f"{stored.labelled_at.isoformat(timespec='seconds')}; refusing {label!r}"
-        )
-        self.stored = stored
-        self.label = label
-
-
 @dataclass(frozen=True)
-class Feedback:
-    request_id: str
+class StoredFeedback:
+    """What storing a label answers, for either contract (each names its prediction's id)."""
+
     label: str
     labelled_at: datetime
     source: str | None
@@ -56,29 +49,82 @@ class Feedback:
         return self.previous_label is not None
 
 
-def _feedback(stored: StoredLabel) -> Feedback:
-    return Feedback(
-        stored.prediction_id,
-        stored.label,
-        stored.labelled_at,
-        stored.source,
-        stored.comment,
-        stored.created,
-        stored.key_id,
-        stored.previous_label,
+@dataclass(frozen=True)
+class Feedback(StoredFeedback):
+    request_id: str = field(kw_only=True)
+
+
+Answer = TypeVar("Answer", bound=StoredFeedback)
+
+
+class Conflict(FeedbackError, Generic[Answer]):
+    """The prediction already has the other label; `what` names its id (`request id`)."""
+
+    def __init__(self, what: str, prediction_id: str, stored: Answer, label: str) -> None:
+        super().__init__(
+            f"{what} {prediction_id!r} was labelled {stored.label!r} at "
+            f"{stored.labelled_at.isoformat(timespec='seconds')}; refusing {label!r}"
+        )
+        self.stored = stored
+        self.label = label
+
+
+class ConflictingLabel(Conflict[Feedback]):
+    def __init__(self, stored: Feedback, label: str) -> None:
+        super().__init__("request id", stored.request_id, stored, label)
+
+
+class LabelOptions(TypedDict, total=False):
+    """`add_feedback`'s and `add_card_feedback`'s options (`history.store_label` has their use)."""
+
+    source: str | None
+    comment: str | None
+    labelled_at: datetime | None
+    key_id: str | None
+    correct: bool
+
+
+def store_feedback(
+    engine: sa.Engine,
+    contract: str,
+    prediction_id: str,
+    label: str,
+    answer: Callable[[StoredLabel], Answer],
+    unknown: Callable[[str], FeedbackError],
+    conflict: Callable[[Answer, str], FeedbackError],
+    options: LabelOptions,
+) -> Answer:
+    """`add_feedback` for either contract: `answer` makes its answer from the stored label,
+    `unknown` and `conflict` its errors."""
+    if label not in LABELS:
+        raise InvalidLabel(label)
+    stored = store_label(
+        engine,
+        contract,
+        prediction_id,
+        label,
+        source=options.get("source"),
+        comment=options.get("comment"),
+        labelled_at=options.get("labelled_at"),
+        key_id=options.get("key_id"),
+        correct=options.get("correct", False),
+        unknown=unknown,
+        conflict=lambda current, wanted: conflict(answer(current), wanted),
     )
+    return answer(stored)
+
+
+def answer_fields(stored: StoredLabel) -> dict[str, Any]:
+    """The fields of `StoredFeedback` from a stored label (the id field is the caller's)."""
+    return {f.name: getattr(stored, f.name) for f in fields(StoredFeedback)}
+
+
+def _feedback(stored: StoredLabel) -> Feedback:
+    return Feedback(request_id=stored.prediction_id, **answer_fields(stored))
 
 
 def add_feedback(
-    engine: sa.Engine,
-    request_id: str,
-    label: str,
-    *,
-    source: str | None = None,
-    comment: str | None = None,
-    labelled_at: datetime | None = None,
-    key_id: str | None = None,
-    correct: bool = False,
+    engine: sa.Engine, request_id: str, label: str, **options: Unpack[LabelOptions]
 ) -> Feedback:
     """Store the true label of a logged prediction, and its entry in the label history.
 
@@ -87,22 +133,9 @@ def add_feedback(
     stored one, and the history keeps both. Raises `InvalidLabel`, `UnknownRequestId` or
     `ConflictingLabel` having written nothing.
     """
-    if label not in LABELS:
-        raise InvalidLabel(label)
-    stored = store_label(
-        engine,
-        KAGGLE,
-        request_id,
-        label,
-        source=source,
-        comment=comment,
-        labelled_at=labelled_at,
-        key_id=key_id,
-        correct=correct,
-        unknown=UnknownRequestId,
-        conflict=lambda current, wanted: ConflictingLabel(_feedback(current), wanted),
+    return store_feedback(
+        engine, KAGGLE, request_id, label, _feedback, UnknownRequestId, ConflictingLabel, options
     )
-    return _feedback(stored)
 
 
 #: `labelled_rows`' columns after the 31 of the transaction schema.
@@ -145,12 +178,7 @@ def labelled_rows(engine: sa.Engine, since: datetime | None = None) -> pd.DataFr
             *(p[name] for name in FEATURE_COLUMNS),
             sa.case((f.label == "fraud", 1), else_=0).label(LABEL),
             p.request_id,
-            p.model_version,
-            p.fraud_probability,
-            p.created_at.label("predicted_at"),
-            f.labelled_at,
-            f.source.label("label_source"),
-            f.key_id.label("label_key_id"),
+            *provenance(predictions, feedback),
         )
         .join_from(feedback, predictions, f.request_id == p.request_id)
         .order_by(p.created_at, p.request_id)
@@ -184,17 +212,42 @@ def recent_predictions(
     if not _has_tables(engine):
         frame = pd.DataFrame({name: [] for name in names})
     else:
-        p = predictions.c
-        query = sa.select(*(p[name] for name in names)).order_by(
-            p.created_at.desc(), p.request_id.desc()
-        )
-        if since is not None:
-            query = query.where(p.created_at >= since)
-        if limit is not None:
-            query = query.limit(limit)
-        with engine.connect() as conn:
-            rows = conn.execute(query).all()
-        frame = pd.DataFrame.from_records([tuple(r) for r in rows[::-1]], columns=names)
+        rows = recent_rows(engine, predictions, "request_id", names, limit, since)
+        frame = pd.DataFrame.from_records(rows, columns=names)
     frame = frame.astype({name: "float64" for name in (*FEATURE_COLUMNS, "fraud_probability")})
     frame = frame.astype({"is_fraud": bool, "request_id": object, "model_version": object})
     return _utc(frame, "created_at")
+
+
+def provenance(scored: sa.Table, labels: sa.Table) -> list[sa.ColumnElement[Any]]:
+    """The selected columns after a labelled row's id: where it came from (`PROVENANCE_COLUMNS`)."""
+    p, f = scored.c, labels.c
+    return [
+        p.model_version,
+        p.fraud_probability,
+        p.created_at.label("predicted_at"),
+        f.labelled_at,
+        f.source.label("label_source"),
+        f.key_id.label("label_key_id"),
+    ]
+
+
+def recent_rows(
+    engine: sa.Engine,
+    table: sa.Table,
+    key: str,
+    names: Sequence[str],
+    limit: int | None,
+    since: datetime | None,
+) -> list[tuple[Any, ...]]:
+    """The columns `names` of the latest `limit` rows of a predictions `table` (made at or after
+    `since`), oldest first; ties in `created_at` go by its `key` column."""
+    p = table.c
+    query = sa.select(*(p[name] for name in names)).order_by(p.created_at.desc(), p[key].desc())
+    if since is not None:
+        query = query.where(p.created_at >= since)
+    if limit is not None:
+        query = query.limit(limit)
+    with engine.connect() as conn:
+        rows = conn.execute(query).all()
+    return [tuple(r) for r in rows[::-1]]

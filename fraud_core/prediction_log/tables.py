@@ -54,41 +54,50 @@ class UTCDateTime(sa.TypeDecorator[datetime]):
 
 
 metadata = sa.MetaData()
-predictions = sa.Table(
+
+
+def _prediction_table(name: str, key: str, key_length: int, *inputs: sa.Column[Any]) -> sa.Table:
+    """A contract's predictions: its key, when and by which model, `inputs`, then the score."""
+    return sa.Table(
+        name,
+        metadata,
+        sa.Column(key, sa.String(key_length), primary_key=True),
+        sa.Column("created_at", UTCDateTime(), nullable=False, index=True),
+        sa.Column("model_version", sa.String(200), nullable=False),
+        sa.Column("threshold", sa.Double(), nullable=False),
+        *inputs,
+        sa.Column("fraud_probability", sa.Double(), nullable=False),
+        sa.Column("is_fraud", sa.Boolean(), nullable=False),
+    )
+
+
+def _label_table(name: str, scored: sa.Table, key: str) -> sa.Table:
+    """A contract's current labels, one per prediction of `scored` (by its `key`)."""
+    return sa.Table(
+        name,
+        metadata,
+        sa.Column(key, scored.c[key].type, sa.ForeignKey(f"{scored.name}.{key}"), primary_key=True),
+        sa.Column("label", sa.String(5), nullable=False),
+        sa.Column("labelled_at", UTCDateTime(), nullable=False, index=True),
+        sa.Column("source", sa.String(200)),
+        sa.Column("comment", sa.Text()),
+        #: The key that sent the current label; NULL for labels stored without one (before keys).
+        sa.Column("key_id", sa.String(KEY_ID_LENGTH)),
+        sa.CheckConstraint("label IN ('fraud', 'legit')", name=f"{name}_label"),
+    )
+
+
+predictions = _prediction_table(
     "predictions",
-    metadata,
-    sa.Column("request_id", sa.String(REQUEST_ID_LENGTH), primary_key=True),
-    sa.Column("created_at", UTCDateTime(), nullable=False, index=True),
-    sa.Column("model_version", sa.String(200), nullable=False),
-    sa.Column("threshold", sa.Double(), nullable=False),
+    "request_id",
+    REQUEST_ID_LENGTH,
     *(sa.Column(name, sa.Double(), nullable=False) for name in FEATURE_COLUMNS),
-    sa.Column("fraud_probability", sa.Double(), nullable=False),
-    sa.Column("is_fraud", sa.Boolean(), nullable=False),
 )
-feedback = sa.Table(
-    "feedback",
-    metadata,
-    sa.Column(
-        "request_id",
-        sa.String(REQUEST_ID_LENGTH),
-        sa.ForeignKey("predictions.request_id"),
-        primary_key=True,
-    ),
-    sa.Column("label", sa.String(5), nullable=False),
-    sa.Column("labelled_at", UTCDateTime(), nullable=False, index=True),
-    sa.Column("source", sa.String(200)),
-    sa.Column("comment", sa.Text()),
-    #: The key that sent the current label; NULL for labels stored without one (before keys).
-    sa.Column("key_id", sa.String(KEY_ID_LENGTH)),
-    sa.CheckConstraint("label IN ('fraud', 'legit')", name="feedback_label"),
-)
-card_predictions = sa.Table(
+feedback = _label_table("feedback", predictions, "request_id")
+card_predictions = _prediction_table(
     "card_predictions",
-    metadata,
-    sa.Column("transaction_id", sa.String(CARD_ID_LENGTH), primary_key=True),
-    sa.Column("created_at", UTCDateTime(), nullable=False, index=True),
-    sa.Column("model_version", sa.String(200), nullable=False),
-    sa.Column("threshold", sa.Double(), nullable=False),
+    "transaction_id",
+    CARD_ID_LENGTH,
     sa.Column("tx_datetime", UTCDateTime(), nullable=False),
     #: `tx_datetime` as microseconds since the epoch: the exact time the features were taken at.
     sa.Column("tx_us", sa.BigInteger(), nullable=False, index=True),
@@ -97,25 +106,8 @@ card_predictions = sa.Table(
     sa.Column("amount", sa.Double(), nullable=False),
     #: {feature name: value}, the model's behavioural features for this transaction (JSON).
     sa.Column("features", sa.Text(), nullable=False),
-    sa.Column("fraud_probability", sa.Double(), nullable=False),
-    sa.Column("is_fraud", sa.Boolean(), nullable=False),
 )
-card_feedback = sa.Table(
-    "card_feedback",
-    metadata,
-    sa.Column(
-        "transaction_id",
-        sa.String(CARD_ID_LENGTH),
-        sa.ForeignKey("card_predictions.transaction_id"),
-        primary_key=True,
-    ),
-    sa.Column("label", sa.String(5), nullable=False),
-    sa.Column("labelled_at", UTCDateTime(), nullable=False, index=True),
-    sa.Column("source", sa.String(200)),
-    sa.Column("comment", sa.Text()),
-    sa.Column("key_id", sa.String(KEY_ID_LENGTH)),
-    sa.CheckConstraint("label IN ('fraud', 'legit')", name="card_feedback_label"),
-)
+card_feedback = _label_table("card_feedback", card_predictions, "transaction_id")
 #: Append-only: one row per label stored (a first label or a correction), never updated. No
 #: foreign key: `prediction_id` is a `request_id` or a `transaction_id`, by `contract`.
 label_events = sa.Table(
