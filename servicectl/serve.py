@@ -16,6 +16,7 @@ from __future__ import annotations
 import getpass
 import json
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -23,6 +24,7 @@ import time
 from functools import partial
 from pathlib import Path
 from types import FrameType
+from typing import Any
 
 import httpx
 
@@ -37,7 +39,10 @@ READY_TIMEOUT_S = 90.0
 UI_TIMEOUT_S = 120.0
 #: The API reads its key table every FRAUD_API_KEYS_REFRESH_S (2 s).
 KEY_TIMEOUT_S = 30.0
-_EXAMPLE = "import json; from api.schemas import EXAMPLE; print(json.dumps(EXAMPLE))"
+_EXAMPLES = (
+    "import json; from api.schemas import EXAMPLE; from api.card_schemas import CARD_EXAMPLE; "
+    "print(json.dumps({'kaggle': EXAMPLE, 'cards': CARD_EXAMPLE}))"
+)
 #: What the local user's key may do: everything but administer the API.
 DEMO_SCOPES = ("score", "feedback", "label:correct")
 
@@ -116,14 +121,18 @@ def _report(
         answer = http_get(f"{api}/ready")
         print(answer.text if answer is not None else f"curl: (7) Failed to connect to {api}")
         return 1
-    body = subprocess.run(
-        [str(BIN / "python"), "-c", _EXAMPLE],
-        cwd=REPO,
-        env=env,
-        check=True,
-        capture_output=True,
-        text=True,
-    ).stdout.strip()
+    examples = json.loads(
+        subprocess.run(
+            [str(BIN / "python"), "-c", _EXAMPLES],
+            cwd=REPO,
+            env=env,
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout
+    )
+    route, example, id_field = _example_for(api, examples)
+    body = json.dumps(example)
     key = _demo_key(env)
     if key:
         try:
@@ -132,11 +141,11 @@ def _report(
             print(f"the API does not accept the new key after {KEY_TIMEOUT_S:.0f} s")
     auth = ' -H "Authorization: Bearer $FRAUD_API_KEY"' if key else ""
     json_type = " -H 'content-type: application/json'"
-    curl = f"curl -s -X POST {api}/predict{auth}{json_type} -d '{body}'"
+    curl = f"curl -s -X POST {api}{route}{auth}{json_type} -d '{body}'"
     headers = {"content-type": "application/json"}
     if key:
         headers["authorization"] = f"Bearer {key}"
-    answer = httpx.post(f"{api}/predict", content=body, headers=headers, timeout=30)
+    answer = httpx.post(f"{api}{route}", content=body, headers=headers, timeout=30)
     print()
     print("== Serving ==")
     print(f"API:        {api}/docs   (model: {api}/model)")
@@ -151,8 +160,8 @@ def _report(
     print(f"  {curl}")
     print(f"  -> {answer.text.rstrip()}")
     if key:
-        request_id = _request_id(answer)
-        label = json.dumps({"request_id": request_id, "label": "fraud", "source": "demo"})
+        scored = example[id_field] if id_field == "transaction_id" else _request_id(answer)
+        label = json.dumps({id_field: scored, "label": "fraud", "source": "demo"})
         print("Send its true label (a key with label:correct may correct it later):")
         print(f"  curl -s -X POST {api}/feedback{auth}{json_type} -d '{label}'")
     print()
@@ -171,6 +180,23 @@ def _report(
         time.sleep(0.5)
     code = procs[-1].returncode or 0
     return code if code >= 0 else 128 - code
+
+
+def _example_for(api: str, examples: dict[str, Any]) -> tuple[str, dict[str, Any], str]:
+    """The route, a request and the id field that fit the served model's contract.
+
+    A card model gets a new transaction at the newest time its state has seen, so the example
+    is never too late to score.
+    """
+    answer = http_get(f"{api}/ready")
+    ready = answer.json() if answer is not None and answer.status_code == 200 else {}
+    if ready.get("contract") != "cards":
+        return "/predict", dict(examples["kaggle"]), "request_id"
+    example = {**examples["cards"], "transaction_id": f"demo-{secrets.token_hex(4)}"}
+    newest = (ready.get("feature_state") or {}).get("newest")
+    if newest:
+        example["tx_datetime"] = newest
+    return "/transactions/score", example, "transaction_id"
 
 
 def _demo_key(env: dict[str, str]) -> str | None:
