@@ -44,6 +44,20 @@ TX_US = "tx_us"
 #: The fields a transaction carries when it is scored, and the columns of a labelled file.
 REQUEST_FIELDS: tuple[str, ...] = (TRANSACTION_ID, TX_DATETIME, CUSTOMER_ID, TERMINAL_ID, AMOUNT)
 COLUMNS: tuple[str, ...] = (*REQUEST_FIELDS, LABEL)
+#: The canonical frame's columns, in order (`fraud_core.cards.schema.conform`; `is_fraud` only
+#: when labelled).
+CANONICAL_COLUMNS: tuple[str, ...] = (
+    TRANSACTION_ID,
+    TX_DATETIME,
+    TX_US,
+    CUSTOMER_ID,
+    TERMINAL_ID,
+    AMOUNT,
+    LABEL,
+)
+#: A labelled history as both paths read it: what the offline features need, what the online
+#: state's `load_history` takes, and a bundle's `history.parquet`.
+HISTORY_COLUMNS: tuple[str, ...] = (TRANSACTION_ID, TX_US, CUSTOMER_ID, TERMINAL_ID, AMOUNT, LABEL)
 
 US_PER_DAY = 86_400 * 1_000_000
 

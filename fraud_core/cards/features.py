@@ -29,6 +29,7 @@ from fraud_core.cards.definition import (
     AMOUNT,
     CUSTOMER_ID,
     DEFAULT,
+    HISTORY_COLUMNS,
     LABEL,
     TERMINAL_ID,
     TRANSACTION_ID,
@@ -39,7 +40,7 @@ from fraud_core.cards.definition import (
 )
 
 #: The columns `compute_features` reads (any other column is ignored).
-REQUIRED: tuple[str, ...] = (TRANSACTION_ID, TX_US, CUSTOMER_ID, TERMINAL_ID, AMOUNT, LABEL)
+REQUIRED: tuple[str, ...] = HISTORY_COLUMNS
 
 Method = Literal["auto", "composite", "ranks"]
 

@@ -19,6 +19,7 @@ import pandas as pd
 from fraud_core import schema as kaggle
 from fraud_core.cards.definition import (
     AMOUNT,
+    CANONICAL_COLUMNS,
     COLUMNS,
     CUSTOMER_ID,
     LABEL,
@@ -54,16 +55,6 @@ HANDBOOK_COLUMNS: dict[str, str] = {
     "TX_FRAUD": LABEL,
 }
 _HANDBOOK_NAME = {canonical: name for name, canonical in HANDBOOK_COLUMNS.items()}
-#: The canonical frame's columns, in order (`is_fraud` only when labelled).
-CANONICAL_COLUMNS: tuple[str, ...] = (
-    TRANSACTION_ID,
-    TX_DATETIME,
-    TX_US,
-    CUSTOMER_ID,
-    TERMINAL_ID,
-    AMOUNT,
-    LABEL,
-)
 ID_COLUMNS: tuple[str, ...] = (TRANSACTION_ID, CUSTOMER_ID, TERMINAL_ID)
 
 

@@ -32,10 +32,8 @@ import pandas as pd
 import pyarrow as pa
 
 from fraud_core.cards.definition import (
-    AMOUNT,
-    CUSTOMER_ID,
-    LABEL,
-    TERMINAL_ID,
+    CANONICAL_COLUMNS,
+    HISTORY_COLUMNS,
     TRANSACTION_ID,
     TX_DATETIME,
     TX_US,
@@ -46,19 +44,6 @@ from fraud_core.cards.features import feature_matrix
 from fraud_core.cards.schema import sort_order
 from fraud_core.contracts import CARDS
 from fraud_core.data import Splits
-
-#: The columns of a bundle's history (what `FeatureState.load_history` takes).
-HISTORY_COLUMNS: tuple[str, ...] = (TRANSACTION_ID, TX_US, CUSTOMER_ID, TERMINAL_ID, AMOUNT, LABEL)
-#: The canonical columns a split frame keeps beside the features.
-CANONICAL: tuple[str, ...] = (
-    TRANSACTION_ID,
-    TX_DATETIME,
-    TX_US,
-    CUSTOMER_ID,
-    TERMINAL_ID,
-    AMOUNT,
-    LABEL,
-)
 
 
 @dataclass(frozen=True)
@@ -139,7 +124,7 @@ def fingerprint_cards(frame: pd.DataFrame) -> str:
     faster than a hash per row of text columns, and as exact.
     """
     digest = hashlib.sha256()
-    for name in CANONICAL:
+    for name in CANONICAL_COLUMNS:
         if name not in frame.columns or name == TX_DATETIME:  # tx_datetime is tx_us
             continue
         values = frame[name]
@@ -177,7 +162,7 @@ def split_cards(
     plan = plan_days(
         int(days[0]), int(days[-1]), definition.delay_days, validation_fraction, test_fraction
     )
-    whole = frame[list(CANONICAL)].join(features[list(definition.feature_names)])
+    whole = frame[list(CANONICAL_COLUMNS)].join(features[list(definition.feature_names)])
 
     def rows(start_day: int, end_day: int) -> pd.DataFrame:
         lo, hi = np.searchsorted(tx_us, [start_day * US_PER_DAY, end_day * US_PER_DAY])
@@ -208,7 +193,7 @@ def whole_history(splits: Splits) -> pd.DataFrame:
     parts = [splits.train, splits.validation, splits.test]
     if splits.gaps is not None:
         parts.append(splits.gaps)
-    whole = pd.concat([p[list(CANONICAL)] for p in parts], ignore_index=True)
+    whole = pd.concat([p[list(CANONICAL_COLUMNS)] for p in parts], ignore_index=True)
     order = sort_order(whole[TX_US].to_numpy(np.int64), whole[TRANSACTION_ID].to_numpy())
     return whole.iloc[order].reset_index(drop=True)
 

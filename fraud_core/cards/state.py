@@ -37,6 +37,7 @@ import pandas as pd
 from fraud_core.cards.definition import (
     AMOUNT,
     CUSTOMER_ID,
+    HISTORY_COLUMNS,
     LABEL,
     TERMINAL_ID,
     TRANSACTION_ID,
@@ -51,8 +52,6 @@ if TYPE_CHECKING:
 #: Keys evicted at most per call and kind (customers, terminals): bounded work per request. Each
 #: call adds at most one key of each kind, so eviction keeps up.
 EVICT_PER_CALL = 8
-#: The columns `load_history` reads.
-HISTORY_COLUMNS = (TRANSACTION_ID, TX_US, CUSTOMER_ID, TERMINAL_ID, AMOUNT, LABEL)
 
 
 @dataclass(frozen=True, slots=True)

@@ -21,6 +21,7 @@ import sqlalchemy as sa
 
 from fraud_core.cards.definition import (
     AMOUNT,
+    CANONICAL_COLUMNS,
     CUSTOMER_ID,
     LABEL,
     TERMINAL_ID,
@@ -43,9 +44,6 @@ from fraud_core.prediction_log.labels import (
 )
 from fraud_core.prediction_log.tables import card_feedback, card_predictions
 
-#: The canonical labelled columns (`fraud_core.cards.definition`), as `labelled_card_transactions`
-#: and `card_events` return them first.
-CANONICAL_COLUMNS = (TRANSACTION_ID, TX_DATETIME, TX_US, CUSTOMER_ID, TERMINAL_ID, AMOUNT, LABEL)
 #: `labelled_card_transactions`' columns after the canonical ones: where each row came from.
 CARD_PROVENANCE_COLUMNS = tuple(c for c in PROVENANCE_COLUMNS if c != "request_id")
 
