@@ -40,7 +40,7 @@ from api.scoring import (
     served_model,
 )
 from api.serving import Served
-from fraud_core.cards.state import CardTransaction, FeatureState, Scored, TooLate
+from fraud_core.cards.state import CardTransaction, FeatureState, Scored, TooLate, too_late
 from fraud_core.contracts import CARDS
 from fraud_core.prediction_log import CardPredictionRow
 
@@ -214,9 +214,8 @@ def _too_late_in(state: FeatureState, txs: Sequence[CardTransaction]) -> tuple[i
     old transaction counts as late here, where alone it would get its first answer back.)
     """
     newest = state.newest_us()
-    limit = state.definition.max_lateness_us
     for i, tx in enumerate(txs):
-        if newest is not None and tx.tx_us < newest - limit:
+        if newest is not None and too_late(tx.tx_us, newest, state.definition):
             return i, TooLate(tx, newest, state.definition)
         newest = tx.tx_us if newest is None else max(newest, tx.tx_us)
     return None

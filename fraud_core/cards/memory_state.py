@@ -40,6 +40,7 @@ from fraud_core.cards.state import (
     history_rows,
     key_groups,
     summarise,
+    too_late,
     window_sums,
 )
 
@@ -147,7 +148,6 @@ class InProcessState:
         self._cw_max = max(self._cw)
         self._tw = [w * US_PER_DAY for w in definition.terminal_windows_days]
         self._delay = definition.delay_days * US_PER_DAY
-        self._lateness = definition.max_lateness_us
         self._night = definition.night_end_hour
         self._no_frauds = [0] * len(self._tw)
 
@@ -172,7 +172,7 @@ class InProcessState:
                     self._answered += 1
                 return Scored(self._codec.features(first), new=False)
             self._trim_customer(self._customers[event[_CUSTOMER]], cutoff)  # gone: score anew
-        if newest is not None and t < newest - self._lateness:
+        if newest is not None and too_late(t, newest, self.definition):
             raise TooLate(tx, newest, self.definition)
         customer = self._customers.get(tx.customer_id)
         if customer is None:

@@ -129,6 +129,12 @@ def iso(tx_us: int) -> str:
     return (datetime(1970, 1, 1) + timedelta(microseconds=tx_us)).isoformat() + "Z"
 
 
+def too_late(tx_us: int, newest_us: int | None, definition: FeatureDefinition) -> bool:
+    """Whether a transaction at `tx_us` is more than max_lateness behind the newest one seen: the
+    rule `TooLate` states (the Redis script applies the same comparison)."""
+    return newest_us is not None and tx_us < newest_us - definition.max_lateness_us
+
+
 def cutoff_us(newest_us: int, definition: FeatureDefinition) -> int:
     """Events at or before this time are gone: no transaction that may still be scored (none is
     more than max_lateness behind `newest_us`) looks back past it."""
