@@ -260,14 +260,13 @@ async def score_transactions(
         scored = state.score_many(txs)
     except TooLate as exc:
         # Between the check and the batch another worker moved the newest time on: those before
-        # the late one were added, so they are logged (a repeat is dropped by the log).
-        position = _position(txs, exc.transaction_id)
+        # the late one were added, so they are counted and logged as a single request would be.
+        position = len(exc.scored)
         if position:
-            done = state.score_many(txs[:position])
             _answers(
                 served,
                 transactions[:position],
-                [Scored(s.features, new=True) for s in done],
+                exc.scored,
                 with_features=False,
                 explain_top=None,
                 metrics=metrics,
@@ -292,7 +291,3 @@ async def score_transactions(
         count=len(results),
         results=results,
     )
-
-
-def _position(txs: Sequence[CardTransaction], transaction_id: str) -> int:
-    return next(i for i, tx in enumerate(txs) if tx.transaction_id == transaction_id)

@@ -35,6 +35,7 @@ from fraud_core.cards.state import (
     TooLate,
     WindowCodec,
     Windows,
+    answers_until_late,
     cutoff_us,
     features_of,
     history_rows,
@@ -157,7 +158,7 @@ class InProcessState:
 
     def score_many(self, txs: Sequence[CardTransaction]) -> list[Scored]:
         with self._lock:
-            return [self._score(tx) for tx in txs]
+            return answers_until_late(self._score(tx) for tx in txs)
 
     def _score(self, tx: CardTransaction) -> Scored:
         tid, t, newest = tx.transaction_id, tx.tx_us, self._newest

@@ -39,6 +39,7 @@ from fraud_core.cards.state import (
     Scored,
     TooLate,
     Windows,
+    answers_until_late,
     cutoff_us,
     features_of,
     history_rows,
@@ -114,7 +115,9 @@ class RedisState:
         for tx in txs:
             self._score(keys=self._keys(tx), args=self._args(tx, token), client=pipe)
         replies = pipe.execute()
-        return [self._answer(tx, reply) for tx, reply in zip(txs, replies, strict=True)]
+        return answers_until_late(
+            self._answer(tx, reply) for tx, reply in zip(txs, replies, strict=True)
+        )
 
     def _keys(self, tx: CardTransaction) -> list[str]:
         p = self._p

@@ -25,7 +25,7 @@ The rules:
 from __future__ import annotations
 
 import struct
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from itertools import accumulate, islice
@@ -82,6 +82,9 @@ class TooLate(ValueError):
         self.tx_us = tx.tx_us
         self.newest_us = newest_us
         self.limit_us = definition.max_lateness_us
+        #: Set by `score_many`: the answers of the batch's transactions before this one, which
+        #: were added (a batch stops at its first late transaction).
+        self.scored: list[Scored] = []
         super().__init__(
             f"transaction {tx.transaction_id!r} at {iso(tx.tx_us)} is more than "
             f"{definition.max_lateness_days} days behind the newest transaction seen "
@@ -100,7 +103,8 @@ class FeatureState(Protocol):
         ...
 
     def score_many(self, txs: Sequence[CardTransaction]) -> list[Scored]:
-        """`score` of each in order, each seeing the ones before it; stops at a `TooLate`."""
+        """`score` of each in order, each seeing the ones before it; stops at a `TooLate`,
+        whose `scored` holds the answers of those before it."""
         ...
 
     def label(self, transaction_id: str, is_fraud: bool) -> bool:
@@ -122,6 +126,18 @@ class FeatureState(Protocol):
         ...
 
     def close(self) -> None: ...
+
+
+def answers_until_late(answers: Iterator[Scored]) -> list[Scored]:
+    """Collect a batch's answers; at a `TooLate`, attach those before it and raise it."""
+    done: list[Scored] = []
+    try:
+        for answer in answers:
+            done.append(answer)
+    except TooLate as exc:
+        exc.scored = done
+        raise
+    return done
 
 
 def iso(tx_us: int) -> str:

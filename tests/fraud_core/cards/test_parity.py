@@ -233,8 +233,11 @@ def test_score_many_is_score_in_a_loop(kind: str, frame: pd.DataFrame) -> None:
 def test_score_many_stops_at_a_too_late_transaction(kind: str) -> None:
     late = T0 - DEFAULT.max_lateness_us - 1
     with fresh_state(kind) as state:
-        with pytest.raises(TooLate, match="'late'"):
+        with pytest.raises(TooLate, match="'late'") as info:
             state.score_many([tx("a", T0), tx("late", late), tx("b", T0 + 1)])
+        # What the batch added before the late one comes with the error, as `score` answered it.
+        assert [s.new for s in info.value.scored] == [True]
+        assert info.value.scored[0].features == state.score(tx("a", T0)).features
         assert state.stats()["events"] == 1
         assert state.score(tx("b", T0 + 1)).new  # not added by the batch
 
