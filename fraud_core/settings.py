@@ -6,6 +6,7 @@ Every variable is listed in `.env.example` and the README. Defaults need no serv
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Literal
 
@@ -43,6 +44,9 @@ class PlatformSettings(BaseSettings):
     #: Optuna storage of the tuning studies (`sqlite:///...` or a PostgreSQL URL); unset, the
     #: training asset keeps them in `<models_dir>/tuning/optuna.db`.
     optuna_storage: str | None = Field(None, validation_alias="FRAUD_OPTUNA_STORAGE")
+    #: Where the assets' Parquet and JSON go: a folder or `s3://bucket/prefix` (the endpoint and
+    #: credentials from AWS_*); unset, `$DAGSTER_HOME/storage`.
+    storage_root: str | None = Field(None, validation_alias="FRAUD_STORAGE_ROOT")
     synthetic_seed: int = Field(42, validation_alias="FRAUD_SYNTHETIC_SEED")
     synthetic_rows: int = Field(284_807, validation_alias="FRAUD_SYNTHETIC_ROWS")
     synthetic_fraud_rate: float = Field(
@@ -58,6 +62,13 @@ class PlatformSettings(BaseSettings):
     cards_terminals: int = Field(10_000, ge=2, validation_alias="FRAUD_CARDS_TERMINALS")
     cards_days: int = Field(183, ge=1, validation_alias="FRAUD_CARDS_DAYS")
     cards_seed: int = Field(42, validation_alias="FRAUD_CARDS_SEED")
+
+    def storage(self) -> str:
+        """The assets' storage root: FRAUD_STORAGE_ROOT, else `$DAGSTER_HOME/storage`."""
+        if self.storage_root:
+            return self.storage_root
+        home = os.environ.get("DAGSTER_HOME") or PROJECT_ROOT / ".dagster_home"
+        return str(Path(home) / "storage")
 
     @field_validator("data_contract", mode="before")
     @classmethod

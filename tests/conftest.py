@@ -13,6 +13,7 @@ import psycopg2
 import pytest
 import xgboost as xgb
 
+from fraud_assets.defs.io_managers import ParquetIOManager
 from fraud_assets.defs.resources import (
     DataSource,
     MlflowTracking,
@@ -116,6 +117,7 @@ def make_resources(
             cards_days=cards[2],
         ),
         "model_store": ModelStoreResource(models_dir=str(tmp_path / "models")),
+        "io_manager": ParquetIOManager(root=str(tmp_path / "storage")),
         "promotion_rules": promotion_rules or PromotionRules(),
         "mlflow_tracking": MlflowTracking(
             tracking_uri=tracking_uri or mlflow_db_uri(tmp_path),

@@ -19,6 +19,7 @@ from pydantic import Field
 
 import fraud_notify
 from fraud_assets.defs import constants
+from fraud_assets.defs.io_managers import ParquetIOManager
 from fraud_core import tracking
 from fraud_core.cards import schema as card_schema
 from fraud_core.contracts import CARDS, CONTRACTS, KAGGLE
@@ -244,6 +245,7 @@ def default_resources() -> dict[str, Any]:
             cards_seed=settings.cards_seed,
         ),
         "model_store": ModelStoreResource(models_dir=str(settings.models_dir)),
+        "io_manager": ParquetIOManager(root=settings.storage()),
         "promotion_rules": PromotionRules(),
         "prediction_log": PredictionLogResource(url=settings.prediction_log_url),
         "notifier": Notifier(),
