@@ -15,6 +15,10 @@ keeps every comparison `y.t <= t - offset` exact and always fits.
 Amount sums come from prefix sums restarted at each key (a single global cumsum would carry a
 rounding error proportional to the running total of every key before). Fraud counts are
 integers, so their prefix sums are exact.
+
+`key_features` computes one key kind's windows alone, with the same code: a key's values depend
+on its own rows only, so any frame holding all of a key's rows gives them exactly
+(`fraud_core.scale.features` computes them per hash partition of the keys).
 """
 
 from __future__ import annotations
@@ -43,6 +47,13 @@ from fraud_core.cards.definition import (
 REQUIRED: tuple[str, ...] = HISTORY_COLUMNS
 
 Method = Literal["auto", "composite", "ranks"]
+#: The key kinds whose window features `key_features` computes alone.
+Kind = Literal["customer", "terminal"]
+#: The columns `key_features` reads for each kind: a key's windows need nothing of other keys.
+KIND_COLUMNS: dict[str, tuple[str, ...]] = {
+    "customer": (TRANSACTION_ID, TX_US, CUSTOMER_ID, AMOUNT),
+    "terminal": (TRANSACTION_ID, TX_US, TERMINAL_ID, LABEL),
+}
 
 _INT64_MAX = int(np.iinfo(np.int64).max)
 
@@ -66,15 +77,59 @@ def feature_matrix(frame: pd.DataFrame, definition: FeatureDefinition = DEFAULT)
     return _feature_values(frame, definition, "auto")
 
 
+def kind_columns(definition: FeatureDefinition, kind: Kind) -> tuple[str, ...]:
+    """The feature names of one key kind's windows, in model order."""
+    names = definition.feature_names
+    n_customer = 2 * len(definition.customer_windows_days)
+    if kind == "customer":
+        return names[3 : 3 + n_customer]
+    if kind == "terminal":
+        return names[3 + n_customer :]
+    raise ValueError(f"kind must be 'customer' or 'terminal', got {kind!r}")
+
+
+def key_features(
+    frame: pd.DataFrame,
+    definition: FeatureDefinition = DEFAULT,
+    kind: Kind = "customer",
+    *,
+    method: Method = "auto",
+) -> pd.DataFrame:
+    """One key kind's window features of every row: columns `kind_columns(definition, kind)`.
+
+    The same computation as `compute_features` for those columns, on `KIND_COLUMNS[kind]` only.
+    A key's values depend on that key's rows alone, so a frame holding every row of some keys
+    gives those rows exactly their `compute_features` values (how the Dask path partitions).
+    """
+    columns = kind_columns(definition, kind)
+    _require(frame, KIND_COLUMNS[kind])
+    n = len(frame)
+    out = np.empty((n, len(columns)), dtype=np.float64, order="F")
+    if n:
+        t = _int64_times(frame[TX_US])
+        order = time_order(t, frame[TRANSACTION_ID].to_numpy())
+        if kind == "customer":
+            amount = frame[AMOUNT].to_numpy(dtype=np.float64)[order]
+            _customer_windows(out, 0, frame, definition, method, order, t[order], amount)
+        else:
+            fraud = _labels(frame[LABEL])[order]
+            _terminal_windows(out, 0, frame, definition, method, order, t[order], fraud)
+    return pd.DataFrame(out, columns=list(columns), index=frame.index)
+
+
+def _require(frame: pd.DataFrame, columns: tuple[str, ...]) -> None:
+    missing = [c for c in columns if c not in frame.columns]
+    if missing:
+        raise ValueError(
+            f"card features need the columns {list(columns)}; missing: {missing} "
+            f"(columns present: {list(frame.columns)})"
+        )
+
+
 def _feature_values(
     frame: pd.DataFrame, definition: FeatureDefinition, method: Method
 ) -> np.ndarray:
-    missing = [c for c in REQUIRED if c not in frame.columns]
-    if missing:
-        raise ValueError(
-            f"card features need the columns {list(REQUIRED)}; missing: {missing} "
-            f"(columns present: {list(frame.columns)})"
-        )
+    _require(frame, REQUIRED)
     n = len(frame)
     names = definition.feature_names
     # Column-major: each feature is written (scattered) into a contiguous column, and pandas
@@ -91,8 +146,27 @@ def _feature_values(
     fraud = _labels(frame[LABEL])[order]
     # Window values are computed in grouped order and written straight to their rows of the
     # frame (`order[group.rows]`): no second (n, 15) array in sorted order.
-    col = 3
+    col = _customer_windows(out, 3, frame, definition, method, order, ts, amount)
+    # The customer arrays are freed on return, before the terminal ones: lower peak memory.
+    _terminal_windows(out, col, frame, definition, method, order, ts, fraud)
+    return out
 
+
+def _customer_windows(
+    out: np.ndarray,
+    col: int,
+    frame: pd.DataFrame,
+    definition: FeatureDefinition,
+    method: Method,
+    order: np.ndarray,
+    ts: np.ndarray,
+    amount: np.ndarray,
+) -> int:
+    """Write the customer windows' (count, mean) columns from `col`; return the next column.
+
+    `order` is the (time, id) order of the frame's rows, `ts` and `amount` in that order.
+    """
+    n = len(order)
     windows = [w * US_PER_DAY for w in definition.customer_windows_days]
     codes, n_keys = _key_codes(frame[CUSTOMER_ID])
     group = _KeyGroups(codes[order], n_keys, ts, max(windows), method)
@@ -106,8 +180,21 @@ def _feature_values(
         out[:, col][rows] = count  # a column of the F-ordered array: a contiguous view
         out[:, col + 1][rows] = window_sum / count
         col += 2
+    return col
 
-    del group, totals, start, count, window_sum  # before the terminal arrays: lower peak memory
+
+def _terminal_windows(
+    out: np.ndarray,
+    col: int,
+    frame: pd.DataFrame,
+    definition: FeatureDefinition,
+    method: Method,
+    order: np.ndarray,
+    ts: np.ndarray,
+    fraud: np.ndarray,
+) -> int:
+    """Write the terminal windows' (count, risk) columns from `col`; return the next column."""
+    n = len(order)
     delay = definition.delay_days * US_PER_DAY
     windows = [w * US_PER_DAY for w in definition.terminal_windows_days]
     codes, n_keys = _key_codes(frame[TERMINAL_ID])
@@ -128,8 +215,7 @@ def _feature_values(
         out[:, col][rows] = count
         out[:, col + 1][rows] = risk
         col += 2
-
-    return out
+    return col
 
 
 def time_order(tx_us: np.ndarray, transaction_ids: np.ndarray | Sequence[object]) -> np.ndarray:
