@@ -2,6 +2,12 @@
 
 import dagster as dg
 
+from fraud_assets.defs.assets.daily import (
+    card_features,
+    card_transactions,
+    daily_cards_job,
+    daily_cards_schedule,
+)
 from fraud_assets.defs.assets.data import raw_transactions, transaction_splits
 from fraud_assets.defs.assets.labels import labelled_transactions
 from fraud_assets.defs.assets.model import anomaly_scores, evaluation_report, fraud_model
@@ -32,15 +38,17 @@ CHECKS = [
     check_transaction_splits_min_frauds,
     check_evaluation_report_quality_floor,
 ]
+#: The card contract by day, on Parquet (daily_cards_job).
+DAILY_ASSETS = [card_transactions, card_features]
 #: Watching the served model (drift_job).
 MONITORING_ASSETS = [prediction_drift]
 MONITORING_CHECKS = [check_prediction_drift]
 
 defs = dg.Definitions(
-    assets=[*ASSETS, *MONITORING_ASSETS],
+    assets=[*ASSETS, *DAILY_ASSETS, *MONITORING_ASSETS],
     asset_checks=[*CHECKS, *MONITORING_CHECKS],
-    jobs=[weekly_retrain_job, drift_job],
-    schedules=[weekly_retrain_schedule, drift_schedule],
+    jobs=[weekly_retrain_job, drift_job, daily_cards_job],
+    schedules=[weekly_retrain_schedule, drift_schedule, daily_cards_schedule],
     sensors=[drift_retrain_sensor],
     resources=default_resources(),
     # Steps run one after another in the run's process: no per-step interpreter start-up, and the

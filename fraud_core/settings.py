@@ -47,6 +47,8 @@ class PlatformSettings(BaseSettings):
     #: Where the assets' Parquet and JSON go: a folder or `s3://bucket/prefix` (the endpoint and
     #: credentials from AWS_*); unset, `$DAGSTER_HOME/storage`.
     storage_root: str | None = Field(None, validation_alias="FRAUD_STORAGE_ROOT")
+    #: The Dask scheduler of the heavy steps (`tcp://host:8786`); unset, one machine.
+    dask_address: str | None = Field(None, validation_alias="FRAUD_DASK_ADDRESS")
     synthetic_seed: int = Field(42, validation_alias="FRAUD_SYNTHETIC_SEED")
     synthetic_rows: int = Field(284_807, validation_alias="FRAUD_SYNTHETIC_ROWS")
     synthetic_fraud_rate: float = Field(

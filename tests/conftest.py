@@ -15,6 +15,7 @@ import xgboost as xgb
 
 from fraud_assets.defs.io_managers import ParquetIOManager
 from fraud_assets.defs.resources import (
+    ComputeEngine,
     DataSource,
     MlflowTracking,
     ModelStoreResource,
@@ -118,6 +119,7 @@ def make_resources(
         ),
         "model_store": ModelStoreResource(models_dir=str(tmp_path / "models")),
         "io_manager": ParquetIOManager(root=str(tmp_path / "storage")),
+        "compute": ComputeEngine(),
         "promotion_rules": promotion_rules or PromotionRules(),
         "mlflow_tracking": MlflowTracking(
             tracking_uri=tracking_uri or mlflow_db_uri(tmp_path),

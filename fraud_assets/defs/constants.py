@@ -21,6 +21,12 @@ FEATURES = CARD_FEATURES
 #: Card Precision@k: the cards a team of investigators checks a day (the Handbook's 100).
 CARD_PRECISION_K = DEFAULT_K
 
+#: The first day a daily partition of the card contract may hold (the Handbook's data starts
+#: 2018-04-01); the partitions run up to yesterday (UTC).
+PARTITIONS_START = "2018-01-01"
+#: Days of features the weekly card model trains, validates and tests on: the newest ones.
+TRAINING_WINDOW_DAYS = 28
+
 ANOMALY_TREES = 100
 SEED = 0
 

@@ -52,16 +52,16 @@ class ParquetIOManager(dg.ConfigurableIOManager):
 
     def handle_output(self, context: dg.OutputContext, obj: Any) -> None:
         fs, _ = self._fs
-        if context.has_asset_partitions and len(context.asset_partition_keys) > 1:
-            # A backfill run of many partitions returns one value per partition key.
-            if not isinstance(obj, dict) or set(obj) != set(context.asset_partition_keys):
-                raise dg.Failure(
-                    f"{context.asset_key.to_user_string()}: a run of "
-                    f"{len(context.asset_partition_keys)} partitions must return a dict of one "
-                    "value per partition key"
-                )
-            values = obj
-        elif context.has_asset_partitions:
+        keys = set(context.asset_partition_keys) if context.has_asset_partitions else set()
+        values: dict[str | None, Any]
+        if keys and isinstance(obj, dict) and set(obj) == keys:
+            values = dict(obj)  # one value per partition key (a backfill run returns many)
+        elif len(keys) > 1:
+            raise dg.Failure(
+                f"{context.asset_key.to_user_string()}: a run of {len(keys)} partitions must "
+                "return a dict of one value per partition key"
+            )
+        elif keys:
             values = {context.asset_partition_key: obj}
         else:
             values = {None: obj}
@@ -81,14 +81,16 @@ class ParquetIOManager(dg.ConfigurableIOManager):
         partitions = context.asset_partition_keys
         if len(partitions) == 1 and not _wants_many(context):
             return self._read(fs, self._path(key, partitions[0]))
-        # Many partitions: those written, by key (a window may reach past the first day there is).
-        found = {p: self._path(key, p) for p in partitions}
-        return {p: self._read(fs, path) for p, path in found.items() if stored.exists(fs, path)}
+        # Many partitions: those written, by key (a window may reach past the first day there
+        # is). One listing, not a request per key: the keys may be every day since the start.
+        written = set(self.partitions_written(key))
+        return {p: self._read(fs, self._path(key, p)) for p in partitions if p in written}
 
     def partitions_written(self, asset_key: dg.AssetKey) -> list[str]:
         """The partition keys of `asset_key` that hold a finished value, sorted."""
         fs, _ = self._fs
         base = self._path(asset_key)
+        fs.invalidate_cache(base)  # an object store's listing may be cached from before a write
         if not fs.exists(base):
             return []
         names = sorted(p.rstrip("/").rsplit("/", 1)[-1] for p in fs.ls(base, detail=False))

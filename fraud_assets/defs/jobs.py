@@ -2,8 +2,9 @@
 
 import dagster as dg
 
-#: Everything from the labels and raw data to the promoted model: not the monitoring group.
-TRAINING = dg.AssetSelection.all() - dg.AssetSelection.groups("monitoring")
+#: Everything from the labels and raw data to the promoted model: not the monitoring group, and
+#: not the daily partitions of the card contract (their own job, `daily_cards_job`).
+TRAINING = dg.AssetSelection.all() - dg.AssetSelection.groups("monitoring", "daily")
 
 weekly_retrain_job = dg.define_asset_job(
     name="weekly_retrain_job",

@@ -75,6 +75,39 @@ class DataSource(dg.ConfigurableResource):
         return CARDS if found == {CARDS} else KAGGLE
 
 
+class ComputeEngine(dg.ConfigurableResource):
+    """Where the heavy steps run: this process, or the Dask cluster at `dask_address`.
+
+    `FRAUD_DASK_ADDRESS` unset: the single-machine path. `tcp://host:8786`: on that
+    `dask.distributed` cluster, the card features (hash-partitioned by customer and by terminal,
+    values equal to the single-machine ones), the anomaly forest (fitted on a sample, scored in
+    parallel) and the classifier (`xgboost.dask`); the bundle is the same.
+    """
+
+    dask_address: str | None = None
+
+    def engine(self) -> str:
+        """What the metadata says: `local`, or `dask <address>`."""
+        return f"dask {self.dask_address}" if self.dask_address else "local"
+
+    @contextmanager
+    def dask_client(self) -> Iterator[Any]:
+        """A client of the cluster (None on the single-machine path), closed after."""
+        if not self.dask_address:
+            yield None
+            return
+        from fraud_core.scale.cluster import ClusterUnavailable, connect
+
+        try:
+            client = connect(self.dask_address)
+        except ClusterUnavailable as exc:
+            raise dg.Failure(description=str(exc), allow_retries=False) from exc
+        try:
+            yield client
+        finally:
+            client.close()
+
+
 class ModelStoreResource(dg.ConfigurableResource):
     """The on-disk model store: staging, releases, production symlink, backups."""
 
@@ -246,6 +279,7 @@ def default_resources() -> dict[str, Any]:
         ),
         "model_store": ModelStoreResource(models_dir=str(settings.models_dir)),
         "io_manager": ParquetIOManager(root=settings.storage()),
+        "compute": ComputeEngine(dask_address=settings.dask_address),
         "promotion_rules": PromotionRules(),
         "prediction_log": PredictionLogResource(url=settings.prediction_log_url),
         "notifier": Notifier(),

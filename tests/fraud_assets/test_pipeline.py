@@ -40,7 +40,7 @@ def test_definitions_wire_the_graph() -> None:
         "evaluation_report",
         "promoted_model",
     }
-    assert keys == training | {"prediction_drift"}
+    assert keys == training | {"prediction_drift", "card_transactions", "card_features"}
     parents = {k.to_user_string() for k in graph.get(dg.AssetKey("promoted_model")).parent_keys}
     assert parents == {"fraud_model", "evaluation_report", "transaction_splits"}
     raw_parents = graph.get(dg.AssetKey("raw_transactions")).parent_keys
@@ -52,6 +52,16 @@ def test_definitions_wire_the_graph() -> None:
     assert {k.to_user_string() for k in drift.asset_layer.selected_asset_keys} == {
         "prediction_drift"
     }
+    # The card contract by day: a job and a daily schedule of their own, stopped by default.
+    daily = defs.resolve_job_def("daily_cards_job")
+    assert {k.to_user_string() for k in daily.asset_layer.selected_asset_keys} == {
+        "card_transactions",
+        "card_features",
+    }
+    card_parents = graph.get(dg.AssetKey("card_features")).parent_keys
+    assert {k.to_user_string() for k in card_parents} == {"card_transactions"}
+    daily_schedule = defs.resolve_schedule_def("daily_cards_job_schedule")
+    assert daily_schedule.default_status == dg.DefaultScheduleStatus.STOPPED
     sensor = defs.resolve_sensor_def("drift_retrain_sensor")
     assert sensor.default_status == dg.DefaultSensorStatus.STOPPED
     assert sensor.job_name == "weekly_retrain_job"

@@ -16,13 +16,11 @@ from fraud_core.cards import schema as card_schema
 from fraud_core.cards.features import compute_features
 from fraud_core.cards.splits import split_cards
 from fraud_core.contracts import CARDS, KAGGLE
-from fraud_core.data import DataError, split_by_time
+from fraud_core.data import DataError, LoadedData, split_by_time
 from fraud_core.schema import LABEL, TIME
 
 
-class SplitConfig(dg.Config):
-    validation_fraction: float = constants.VALIDATION_FRACTION
-    test_fraction: float = constants.TEST_FRACTION
+class FeaturesConfig(dg.Config):
     #: The card contract's behavioural features (`fraud_core.cards.definition`): recorded in the
     #: bundle, which the API's state follows. Kaggle data has no such features.
     customer_windows_days: list[int] = Field(
@@ -45,30 +43,30 @@ class SplitConfig(dg.Config):
         )
 
 
+class SplitConfig(FeaturesConfig):
+    validation_fraction: float = constants.VALIDATION_FRACTION
+    test_fraction: float = constants.TEST_FRACTION
+
+
 def contract_of(frame: pd.DataFrame) -> str:
     """The contract a frame was loaded as (the loader records it), else by its columns."""
     return str(frame.attrs.get("contract") or card_schema.contract_of(frame.columns) or KAGGLE)
 
 
-@dg.asset(
-    group_name="ingestion",
-    kinds={"pandas", "csv"},
-    owners=[constants.OWNER],
-    tags={"stage": "validate"},
-)
-def raw_transactions(
-    context: dg.AssetExecutionContext,
-    data_source: DataSource,
-    labelled_transactions: pd.DataFrame,
-) -> dg.Output:
-    """Card transactions from the data directory (or synthetic), plus the labels sent back."""
+def load_raw(
+    context: dg.AssetExecutionContext, data_source: DataSource, labelled: pd.DataFrame
+) -> tuple[pd.DataFrame, LoadedData, pd.DataFrame]:
+    """The data folder's transactions (or synthetic) plus the labelled predictions not in it.
+
+    Returns the frame, what the loader said of the files, and the feedback rows added.
+    """
     try:
         loaded = data_source.load()
     except DataError as exc:
         raise dg.Failure(description=str(exc), metadata={"data_dir": data_source.data_dir}) from exc
     frame = loaded.frame
     contract = loaded.contract
-    feedback = labelled_transactions
+    feedback = labelled
     if len(feedback) and contract_of(feedback) != contract:
         context.log.warning(
             f"{len(feedback):,} labelled predictions of the {contract_of(feedback)} contract "
@@ -88,6 +86,23 @@ def raw_transactions(
             "are read, and none of the others becomes a feature (a column beside the label, "
             "such as a fraud scenario, would leak the label into training)"
         )
+    return frame, loaded, feedback
+
+
+@dg.asset(
+    group_name="ingestion",
+    kinds={"pandas", "csv"},
+    owners=[constants.OWNER],
+    tags={"stage": "validate"},
+)
+def raw_transactions(
+    context: dg.AssetExecutionContext,
+    data_source: DataSource,
+    labelled_transactions: pd.DataFrame,
+) -> dg.Output:
+    """Card transactions from the data directory (or synthetic), plus the labels sent back."""
+    frame, loaded, feedback = load_raw(context, data_source, labelled_transactions)
+    contract = loaded.contract
     label = card_def.LABEL if contract == CARDS else LABEL
     labels = pd.to_numeric(frame[label], errors="coerce") if label in frame else None
     context.log.info(

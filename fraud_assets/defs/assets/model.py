@@ -17,7 +17,7 @@ from fraud_assets.defs.assets._evaluation import confusion_rows, log_plots
 from fraud_assets.defs.assets._metadata import image, table
 from fraud_assets.defs.assets._training_log import log_training, training_metadata
 from fraud_assets.defs.assets._tuning import optuna_storage, run_study
-from fraud_assets.defs.resources import MlflowTracking, ModelStoreResource
+from fraud_assets.defs.resources import ComputeEngine, MlflowTracking, ModelStoreResource
 from fraud_core import plots, tracking
 from fraud_core.bundle import FraudModel, new_version
 from fraud_core.cards.evaluate import card_precision_top_k
@@ -121,11 +121,23 @@ class TrainingConfig(dg.Config):
     tags={"stage": "train"},
 )
 def anomaly_scores(
-    context: dg.AssetExecutionContext, config: AnomalyConfig, transaction_splits: Splits
+    context: dg.AssetExecutionContext,
+    config: AnomalyConfig,
+    transaction_splits: Splits,
+    compute: ComputeEngine,
 ) -> dg.Output:
     """IsolationForest anomaly scores, fitted on the training split only, for every split."""
     start = time.perf_counter()
-    features = fit_anomaly(transaction_splits, config.n_estimators, config.seed)
+    with compute.dask_client() as client:
+        if client is None:
+            features = fit_anomaly(transaction_splits, config.n_estimators, config.seed)
+        else:
+            # Fitted on a seeded sample of the training rows, every split scored on the cluster.
+            from fraud_core.scale.anomaly import fit_anomaly_dask
+
+            features = fit_anomaly_dask(
+                client, transaction_splits, n_estimators=config.n_estimators, seed=config.seed
+            )
     scores = features.scores
     label = transaction_splits.label
     y_val = transaction_splits.validation[label].to_numpy()
@@ -142,6 +154,7 @@ def anomaly_scores(
             "mean_score_fraud": float(scores["train"][y_train == 1].mean()),
             "mean_score_legit": float(scores["train"][y_train == 0].mean()),
             "n_estimators": config.n_estimators,
+            "engine": compute.engine(),
             "plot": shown,
         },
     )
@@ -160,6 +173,7 @@ def fraud_model(
     anomaly_scores: AnomalyFeatures,
     mlflow_tracking: MlflowTracking,
     model_store: ModelStoreResource,
+    compute: ComputeEngine,
 ) -> dg.Output:
     """XGBoost on the raw features and the anomaly score: the best variant (optionally tuned)."""
     train_config = config.train_config()
@@ -191,7 +205,14 @@ def fraud_model(
                 context, inputs.x, inputs.y, train_config, tune_config, storage, study
             )
             train_config = tuned.train_config(train_config)
-        outcome = fit_fraud_model(inputs, anomaly_scores, train_config, policy)
+        with compute.dask_client() as client:
+            if client is None:
+                outcome = fit_fraud_model(inputs, anomaly_scores, train_config, policy)
+            else:
+                # The same protocol with xgboost.dask: the same bundle comes out.
+                from fraud_core.scale.protocol import fit_fraud_model_dask
+
+                outcome = fit_fraud_model_dask(client, inputs, anomaly_scores, train_config, policy)
         version = new_version(run_id)
         log_training(outcome, policy, transaction_splits.summary(), version)
         manifest = {
@@ -237,6 +258,7 @@ def fraud_model(
             "mlflow_run_id": run_id,
             "mlflow_run": dg.MetadataValue.url(mlflow_tracking.run_url(run_id)),
             "model_uri": model_uri,
+            "engine": compute.engine(),
             **tuning_metadata,
         },
     )
