@@ -5,6 +5,9 @@ SHELL := /bin/bash
 export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
 # Copies, not hard links: the uv cache may sit on another file system.
 export UV_LINK_MODE ?= copy
+# MLflow 3 reports usage to its makers' servers unless told not to: nothing here calls out.
+export MLFLOW_DISABLE_TELEMETRY ?= true
+export DO_NOT_TRACK ?= true
 UV := $(shell command -v uv 2>/dev/null)
 ifeq ($(UV),)
 UV := python3 -m uv
