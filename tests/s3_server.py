@@ -35,8 +35,14 @@ def s3_server(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
             monkeypatch.setenv(name, value)
         import s3fs
 
+        # fsspec keeps one S3FileSystem per set of options: one made against an earlier test's
+        # server would keep its endpoint.
+        s3fs.S3FileSystem.clear_instance_cache()
         bucket = f"fraud-{uuid.uuid4().hex[:10]}"
         s3fs.S3FileSystem(skip_instance_cache=True).mkdir(bucket)
         yield f"s3://{bucket}"
     finally:
         server.stop()
+        import s3fs
+
+        s3fs.S3FileSystem.clear_instance_cache()

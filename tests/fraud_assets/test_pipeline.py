@@ -11,7 +11,7 @@ import mlflow
 import pytest
 from mlflow.tracking import MlflowClient
 
-from fraud_assets.definitions import ASSETS, CHECKS, defs
+from fraud_assets.definitions import ASSETS, CHECKS, build_defs, defs
 from fraud_core.bundle import load_bundle
 from fraud_core.store import ModelStore
 from tests.conftest import make_resources
@@ -28,6 +28,26 @@ def checks(result: dg.ExecuteInProcessResult) -> dict[str, Any]:
     return {e.check_name: e for e in result.get_asset_check_evaluations()}
 
 
+def test_the_card_contract_adds_its_daily_partitions() -> None:
+    cards = build_defs("cards")
+    graph = cards.resolve_asset_graph()
+    daily = cards.resolve_job_def("daily_cards_job")
+    assert {k.to_user_string() for k in daily.asset_layer.selected_asset_keys} == {
+        "card_transactions",
+        "card_features",
+    }
+    card_parents = graph.get(dg.AssetKey("card_features")).parent_keys
+    assert {k.to_user_string() for k in card_parents} == {"card_transactions"}
+    # A job and a daily schedule of their own, stopped by default; the weekly job trains.
+    schedule = cards.resolve_schedule_def("daily_cards_job_schedule")
+    assert schedule.default_status == dg.DefaultScheduleStatus.STOPPED
+    weekly = cards.resolve_job_def("weekly_retrain_job").asset_layer.selected_asset_keys
+    assert dg.AssetKey("card_features") not in weekly
+    # Kaggle data has no dates: none of it there (`--select '*'` needs no partition).
+    kaggle = build_defs("kaggle").resolve_asset_graph().get_all_asset_keys()
+    assert dg.AssetKey("card_features") not in kaggle
+
+
 def test_definitions_wire_the_graph() -> None:
     graph = defs.resolve_asset_graph()
     keys = {k.to_user_string() for k in graph.get_all_asset_keys()}
@@ -40,7 +60,7 @@ def test_definitions_wire_the_graph() -> None:
         "evaluation_report",
         "promoted_model",
     }
-    assert keys == training | {"prediction_drift", "card_transactions", "card_features"}
+    assert keys == training | {"prediction_drift"}
     parents = {k.to_user_string() for k in graph.get(dg.AssetKey("promoted_model")).parent_keys}
     assert parents == {"fraud_model", "evaluation_report", "transaction_splits"}
     raw_parents = graph.get(dg.AssetKey("raw_transactions")).parent_keys
@@ -52,16 +72,6 @@ def test_definitions_wire_the_graph() -> None:
     assert {k.to_user_string() for k in drift.asset_layer.selected_asset_keys} == {
         "prediction_drift"
     }
-    # The card contract by day: a job and a daily schedule of their own, stopped by default.
-    daily = defs.resolve_job_def("daily_cards_job")
-    assert {k.to_user_string() for k in daily.asset_layer.selected_asset_keys} == {
-        "card_transactions",
-        "card_features",
-    }
-    card_parents = graph.get(dg.AssetKey("card_features")).parent_keys
-    assert {k.to_user_string() for k in card_parents} == {"card_transactions"}
-    daily_schedule = defs.resolve_schedule_def("daily_cards_job_schedule")
-    assert daily_schedule.default_status == dg.DefaultScheduleStatus.STOPPED
     sensor = defs.resolve_sensor_def("drift_retrain_sensor")
     assert sensor.default_status == dg.DefaultSensorStatus.STOPPED
     assert sensor.job_name == "weekly_retrain_job"
