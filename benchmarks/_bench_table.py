@@ -202,3 +202,152 @@ def print_quality(columns: dict[str, dict[str, Any]]) -> None:
                 f"test AP {m['no_refit_test_average_precision']:.4f}, "
                 f"ROC AUC {m['no_refit_test_roc_auc']:.4f}"
             )
+
+
+# --- growth.py: the card contract at several sizes -------------------------------------------
+
+#: Stage rows of the card contract: (stage, bare script stages, platform assets and checks).
+CARD_STAGES: list[tuple[str, tuple[str, ...], tuple[str, ...]]] = [
+    ("imports", ("imports",), ()),
+    ("load Parquet", ("load",), ("raw_transactions",)),
+    ("data checks", (), ("raw_transactions_checks",)),
+    (
+        "conform, features, split",
+        ("conform", "features", "split"),
+        ("transaction_splits", "check_transaction_splits_min_frauds"),
+    ),
+    ("IsolationForest", ("anomaly",), ("anomaly_scores",)),
+    ("train 3 variants + refit", ("train",), ("fraud_model",)),
+    ("  of which XGBoost fits", (), ()),
+    (
+        "evaluate on test",
+        ("evaluate",),
+        ("evaluation_report", "check_evaluation_report_quality_floor"),
+    ),
+    ("save / publish model", ("save",), ("promoted_model",)),
+]
+#: The targets of the growth issue: the platform's wall clock and peak memory over the bare one's.
+GROWTH_MAX_RATIO = 1.25
+GROWTH_MAX_MEMORY = 1.5
+
+
+def card_stage_seconds(report: dict[str, Any], platform: bool) -> dict[str, float]:
+    """One side's seconds for each card stage row, then its overhead rows (NaN where none)."""
+    out: dict[str, float] = {}
+    steps = dict(report.get("steps", {}))
+    for name, bare_keys, step_keys in CARD_STAGES:
+        if platform:
+            keys = [k for k in steps if any(k == n or k.endswith(f"_{n}") for n in step_keys)]
+            out[name] = sum(steps.pop(k) for k in keys) if step_keys else NAN
+        else:
+            out[name] = sum(report["stages"][k] for k in bare_keys) if bare_keys else NAN
+    out["imports"] = report["imports"] if platform else report["stages"]["imports"]
+    out["  of which XGBoost fits"] = report.get("xgboost_fits", NAN)
+    overhead = platform_rows(report) if platform else {}
+    out[OTHER] = sum(steps.values()) if platform and steps else NAN
+    for name in OVERHEAD[:-2]:
+        out[name] = overhead.get(name, NAN)
+    out["interpreter start and exit"] = report["wall"] - report["total"]
+    return out
+
+
+def _cell(report: dict[str, Any] | None, key: str, spec: str, scale: float = 1.0) -> str:
+    """`report[key] / scale` formatted by `spec` ("8.1f"), or "-" as wide when no report."""
+    return f"{'-':>{spec.split('.')[0]}}" if report is None else format(report[key] / scale, spec)
+
+
+def _ratio(bare: dict[str, Any] | None, plat: dict[str, Any] | None, key: str) -> str:
+    return "-" if bare is None or plat is None else f"{plat[key] / bare[key]:.2f}x"
+
+
+def _ap(report: dict[str, Any] | None) -> str:
+    return "-" if report is None else f"{report['metrics']['test_average_precision']:.4f}"
+
+
+def print_growth(sizes: list[dict[str, Any]]) -> bool:
+    """The growth table (one line per size), the per-stage table, the targets; True if all met.
+
+    Each size: {"scale", "rows", "frauds", "bare", "platform"} with the two sides' reports
+    (either may be missing), and "load" with each side's load average during its run.
+    """
+    print(
+        f"\n{'scale':>6} {'rows':>11} {'fraud':>6} | {'bare s':>8} {'plat. s':>8} {'ratio':>6} | "
+        f"{'bare MB':>8} {'plat. MB':>8} {'ratio':>6} | {'bare s/Mrow':>11} {'plat. s/Mrow':>12} | "
+        f"{'bare AP':>7} {'plat. AP':>8} | {'bare CPU s':>10} {'plat. CPU s':>11} {'ratio':>6} | "
+        "load avg (bare; platform)"
+    )
+    for size in sizes:
+        bare, plat = size.get("bare"), size.get("platform")
+        mrows = size["rows"] / 1e6
+        loads = "; ".join(size.get("load", {}).get(side, "-") for side in ("bare", "platform"))
+        print(
+            f"{size['scale']:>5g}x {size['rows']:>11,} {size['frauds'] / size['rows']:>6.2%} | "
+            f"{_cell(bare, 'wall', '8.1f')} {_cell(plat, 'wall', '8.1f')} "
+            f"{_ratio(bare, plat, 'wall'):>6} | {_cell(bare, 'peak_rss_mb', '8.0f')} "
+            f"{_cell(plat, 'peak_rss_mb', '8.0f')} {_ratio(bare, plat, 'peak_rss_mb'):>6} | "
+            f"{_cell(bare, 'wall', '11.2f', mrows)} {_cell(plat, 'wall', '12.2f', mrows)} | "
+            f"{_ap(bare):>7} {_ap(plat):>8} | {_cell(bare, 'cpu', '10.1f')} "
+            f"{_cell(plat, 'cpu', '11.1f')} {_ratio(bare, plat, 'cpu'):>6} | {loads}"
+        )
+    print_growth_stages(sizes)
+    return print_growth_targets(sizes)
+
+
+def print_growth_stages(sizes: list[dict[str, Any]]) -> None:
+    """Seconds of each stage at each size, bare and platform side by side."""
+    columns: list[tuple[str, dict[str, float]]] = []
+    for size in sizes:
+        for side, platform in (("bare", False), ("platform", True)):
+            if size.get(side) is not None:
+                label = f"{size['scale']:g}x {'bare' if not platform else 'plat.'}"
+                columns.append((label, card_stage_seconds(size[side], platform)))
+    if not columns:
+        return
+    names = [name for name, _, _ in CARD_STAGES] + [OTHER, *OVERHEAD[:-2]]
+    names.append("interpreter start and exit")
+    width = max(map(len, names)) + 2
+    print(f"\n{'seconds by stage':<{width}}" + "".join(f"{c:>12}" for c, _ in columns))
+    for name in names:
+        print(f"{name:<{width}}" + "".join(f"{fmt(v.get(name, NAN)):>12}" for _, v in columns))
+    print(f"{'total (wall clock)':<{width}}" + "".join(f"{v:>12}" for v in _walls(sizes)))
+
+
+def _walls(sizes: list[dict[str, Any]]) -> list[str]:
+    return [
+        f"{size[side]['wall']:.2f}"
+        for size in sizes
+        for side in ("bare", "platform")
+        if size.get(side) is not None
+    ]
+
+
+def print_growth_targets(sizes: list[dict[str, Any]]) -> bool:
+    """PASS/FAIL of each target at each size, and the growth of cost per row; True if all PASS."""
+    ok = True
+    print()
+    both = [s for s in sizes if s.get("bare") is not None and s.get("platform") is not None]
+    for size in both:
+        bare, plat = size["bare"], size["platform"]
+        time_ratio = plat["wall"] / bare["wall"]
+        memory_ratio = plat["peak_rss_mb"] / bare["peak_rss_mb"]
+        ok = ok and time_ratio <= GROWTH_MAX_RATIO and memory_ratio <= GROWTH_MAX_MEMORY
+        print(
+            f"target {size['scale']:g}x: platform <= {GROWTH_MAX_RATIO}x bare wall clock: "
+            f"{'PASS' if time_ratio <= GROWTH_MAX_RATIO else 'FAIL'} ({time_ratio:.2f}x); "
+            f"<= {GROWTH_MAX_MEMORY}x its peak memory: "
+            f"{'PASS' if memory_ratio <= GROWTH_MAX_MEMORY else 'FAIL'} ({memory_ratio:.2f}x)"
+        )
+    for side in ("bare", "platform"):
+        runs = [s for s in sizes if s.get(side) is not None]
+        if len(runs) < 2:
+            continue
+        small, big = min(runs, key=lambda s: s["rows"]), max(runs, key=lambda s: s["rows"])
+        per_row = [s[side]["wall"] / s["rows"] * 1e6 for s in (small, big)]
+        linear = per_row[1] <= per_row[0]
+        ok = ok and (linear or side != "platform")
+        print(
+            f"target linear ({side}): s/Mrow at {big['scale']:g}x <= at {small['scale']:g}x: "
+            f"{'PASS' if linear else 'FAIL'} ({per_row[1]:.2f} vs {per_row[0]:.2f} s/Mrow, "
+            f"{per_row[1] / per_row[0]:.2f}x)"
+        )
+    return ok

@@ -1,10 +1,15 @@
-"""One platform run for `materialize_vs_script.py`: every asset and check, all state in one folder.
+"""One platform run for `materialize_vs_script.py` and `growth.py`: every asset and check, all
+state in one folder.
 
-    python benchmarks/_platform_run.py DATA_DIR STATE_DIR --json RESULT.json
+    python benchmarks/_platform_run.py DATA_DIR STATE_DIR [--contract cards] --json RESULT.json
 
 Materializes `[*ASSETS, *CHECKS]` with `dagster.materialize` on a Dagster instance under
 `STATE_DIR/dagster_home` (local SQLite storage, as `make demo` uses), MLflow on
-`STATE_DIR/mlflow.db`, bundles under `STATE_DIR/models`, reading the data files of `DATA_DIR`.
+`STATE_DIR/mlflow.db`, bundles under `STATE_DIR/models`, the assets' Parquet under
+`STATE_DIR/dagster_home/storage` and the prediction log (where training reads labels sent back)
+on `STATE_DIR/predictions.db`, reading the data files of `DATA_DIR` as `--contract` says (default
+auto: by their columns). The heavy steps run in this process (the single-machine path, whatever
+FRAUD_DASK_ADDRESS says).
 A new STATE_DIR is a first run (cold); running again on the same STATE_DIR is a retrain on an
 existing instance and MLflow database with a model in production (warm), which also scores that
 model and compares the two with a paired bootstrap.
@@ -32,10 +37,13 @@ import mlflow  # noqa: E402
 
 from fraud_assets import instance as dagster_instance  # noqa: E402
 from fraud_assets.definitions import ASSETS, CHECKS  # noqa: E402
+from fraud_assets.defs.io_managers import ParquetIOManager  # noqa: E402
 from fraud_assets.defs.resources import (  # noqa: E402
+    ComputeEngine,
     DataSource,
     MlflowTracking,
     ModelStoreResource,
+    PredictionLogResource,
     default_resources,
 )
 from fraud_core.store import ModelStore  # noqa: E402
@@ -78,6 +86,12 @@ def main() -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("data_dir", type=Path)
     parser.add_argument("state_dir", type=Path)
+    parser.add_argument(
+        "--contract",
+        choices=("auto", "kaggle", "cards"),
+        default="auto",
+        help="the data contract of DATA_DIR's files (default: auto, by their columns)",
+    )
     parser.add_argument("--json", type=Path, help="write timings and metrics here")
     args = parser.parse_args()
     state = args.state_dir.resolve()
@@ -107,8 +121,12 @@ def main() -> dict:
     # resource that holds state pointed into the state folder.
     resources = {
         **default_resources(),
-        "data_source": DataSource(data_dir=str(args.data_dir.resolve())),
+        "data_source": DataSource(data_dir=str(args.data_dir.resolve()), contract=args.contract),
         "model_store": ModelStoreResource(models_dir=str(models.root)),
+        # Never the project's own prediction log: its labels would become training rows here.
+        "prediction_log": PredictionLogResource(url=f"sqlite:///{state / 'predictions.db'}"),
+        "io_manager": ParquetIOManager(root=str(home / "storage")),
+        "compute": ComputeEngine(),
         "mlflow_tracking": MlflowTracking(
             tracking_uri=tracking_uri, artifact_root=str(state / "mlartifacts")
         ),
@@ -158,6 +176,12 @@ def main() -> dict:
         "metrics": {
             "test_average_precision": report.metrics["average_precision"],
             "test_roc_auc": report.metrics["roc_auc"],
+            # Cards only: the Handbook's Card Precision@k on the test days.
+            **{
+                f"test_{k}": v
+                for k, v in report.metrics.items()
+                if k.startswith("card_precision_top_")
+            },
             **{f"validation_ap_{k}": v for k, v in model.validation_ap.items()},
         },
     }
