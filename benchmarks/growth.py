@@ -36,6 +36,7 @@ import json
 import math
 import os
 import shutil
+import signal
 import sys
 import tempfile
 import threading
@@ -159,12 +160,18 @@ def side_argv(side: str, data: Path, out: Path) -> list[str]:
     return [str(HERE / "_platform_run.py"), str(data), str(out / "state"), "--contract", "cards"]
 
 
-def warm_up(tmp: Path, cache: Path, seed: int, env: dict[str, str], sides: list[str]) -> None:
-    """One untimed run of each side on a small set: fills the byte-code cache of `env`."""
+def warm_up(
+    tmp: Path, cache: Path, seed: int, env: dict[str, str], sides: list[str], dask: bool
+) -> None:
+    """One untimed run of each side (and of a Dask run) on a small set: fills the byte-code
+    cache of `env`, which the workers of a LocalCluster use too."""
     start = time.perf_counter()
     data, _ = data_dir(cache, WARMUP_SCALE, seed)
-    for side in sides:
-        run_child(side_argv(side, data, tmp / f"warmup-{side}"), tmp / f"warmup-{side}.json", env)
+    runs = {side: side_argv(side, data, tmp / f"warmup-{side}") for side in sides}
+    if dask:
+        runs["dask"] = [*side_argv("bare", data, tmp / "warmup-dask"), "--dask-workers", "1"]
+    for name, argv in runs.items():
+        run_child(argv, tmp / f"warmup-{name}.json", env)
     print(f"byte-code cache filled by untimed runs in {time.perf_counter() - start:.1f}s")
 
 
@@ -242,6 +249,17 @@ def reprint(paths: list[Path], capacity_rows: float, hours: float, check: bool) 
     return 1 if check and not ok else 0
 
 
+def stop(*_: object) -> None:
+    """SIGTERM: stop the child and its processes (a LocalCluster's workers), then `finally`."""
+    import psutil
+
+    children = psutil.Process().children(recursive=True)
+    for child in children:
+        child.terminate()
+    psutil.wait_procs(children, timeout=10)
+    sys.exit(143)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--scales", type=float, nargs="+", default=[1, 2, 4, 8])
@@ -270,17 +288,27 @@ def main(argv: list[str] | None = None) -> int:
     sides = args.sides or ["bare", "platform"]
     scales = sorted(set(args.scales))
     print(f"load average at start: {', '.join(f'{v:.2f}' for v in os.getloadavg())}")
+    signal.signal(signal.SIGTERM, stop)
     tmp = Path(tempfile.mkdtemp(prefix="fraud-growth-"))
+    sizes: list[dict[str, Any]] = []
+    dask: list[dict[str, Any]] = []
+
+    def save() -> None:
+        """Every report so far to --json: a run stopped part way keeps what it measured."""
+        if args.json:
+            args.json.parent.mkdir(parents=True, exist_ok=True)
+            args.json.write_text(json.dumps({"sizes": sizes, "dask": dask}, indent=2))
+
     try:
         env = child_env(tmp / "pycache")
         # The single-machine path in every child, whatever this shell points at.
         for name in ("FRAUD_DASK_ADDRESS", "FRAUD_STORAGE_ROOT", "FRAUD_DATA_CONTRACT"):
             env.pop(name, None)
         sets = {scale: data_dir(args.cache, scale, args.seed) for scale in scales}
-        warm_up(tmp, args.cache, args.seed, env, sides)
-        sizes: list[dict[str, Any]] = []
+        warm_up(tmp, args.cache, args.seed, env, sides, bool(args.dask_workers))
         for scale, (data, summary) in sets.items():
             size: dict[str, Any] = {**summary, "scale": scale, "load": {}}
+            sizes.append(size)
             for side in sides:
                 out = tmp / f"x{scale:g}-{side}"
                 report = run_side(side_argv(side, data, out), tmp / f"x{scale:g}-{side}.json", env)
@@ -290,9 +318,8 @@ def main(argv: list[str] | None = None) -> int:
                     f"{scale:g}x {side} {report['wall']:.1f}s (load {size['load'][side]}): {last}"
                 )
                 shutil.rmtree(out, ignore_errors=True)  # models, state: not needed any more
-            sizes.append(size)
+                save()
         ok = print_growth(sizes)
-        dask: list[dict[str, Any]] = []
         for scale, (data, _) in sets.items():
             for workers in args.dask_workers:
                 name = f"x{scale:g}-dask{workers}"
@@ -304,11 +331,9 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"{scale:g}x dask {workers} worker(s) {report['wall']:.1f}s "
                       f"(load {report['load_average']}): {last}")  # fmt: skip
                 shutil.rmtree(tmp / name, ignore_errors=True)
+                save()
         if dask:
             print_dask(dask, sizes, args.capacity_rows, args.capacity_hours)
-        if args.json:
-            args.json.parent.mkdir(parents=True, exist_ok=True)
-            args.json.write_text(json.dumps({"sizes": sizes, "dask": dask}, indent=2))
     finally:
         if args.keep:
             print(f"\nkept {tmp}")
