@@ -214,3 +214,16 @@ def test_a_bad_file_fails_the_day_naming_the_column(
 def test_the_partitions_are_days_from_the_configured_start() -> None:
     assert DAILY.get_first_partition_key() == "2018-01-01"
     assert "2018-04-01" in DAILY.get_partition_keys()
+
+
+def test_the_first_day_alone_gets_its_window_as_days(tmp_path: Path) -> None:
+    # The window of the first partition holds one day only: still read by day, not as a frame.
+    first = generate(n_customers=50, n_terminals=100, n_days=3, start_date="2018-01-01", seed=1)
+    _write(tmp_path / "raw", first, "cards.csv")
+    resources = _resources(tmp_path)
+    result = dg.materialize(
+        ASSETS, resources=resources, partition_key="2018-01-01", raise_on_error=False
+    )
+    assert result.success
+    on_first = day_keys(card_schema.conform(first)[TX_US].to_numpy()) == "2018-01-01"
+    assert len(_stored_features(resources["io_manager"], ["2018-01-01"])) == int(on_first.sum())

@@ -26,7 +26,6 @@ from fraud_core.contracts import CARDS
 DAILY = dg.DailyPartitionsDefinition(start_date=constants.PARTITIONS_START, timezone="UTC")
 #: Days before a transaction's own that its features can reach (the default definition's).
 HORIZON_DAYS = math.ceil(constants.FEATURES.horizon_us / card_def.US_PER_DAY)
-_DAY_FORMAT = "%Y-%m-%d"
 
 
 def day_keys(tx_us: np.ndarray) -> np.ndarray:
@@ -105,7 +104,9 @@ def card_transactions(
         "card_transactions": dg.AssetIn(
             partition_mapping=dg.TimeWindowPartitionMapping(
                 start_offset=-HORIZON_DAYS, allow_nonexistent_upstream_partitions=True
-            )
+            ),
+            # By day even when the window holds one day (the first partition's): a dict.
+            metadata={"partitions_as_dict": True},
         )
     },
     group_name="daily",
