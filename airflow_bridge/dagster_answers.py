@@ -13,6 +13,7 @@ from airflow_bridge import dagster_queries as q
 from airflow_bridge.dagster_results import (
     STALE_HEARTBEAT_S,
     DagsterError,
+    JobShape,
     RunNotFound,
     RunReport,
     RunState,
@@ -50,6 +51,18 @@ def launched_run_id(data: Mapping[str, Any], job_name: str, url: str, location: 
     raise DagsterError(
         f"Dagster at {url} did not launch {job_name} (location {location}): {kind}: {detail}"
     )
+
+
+def job_shape(data: Mapping[str, Any], job_name: str, location: str) -> JobShape:
+    """The answer to `JOB_SHAPE`, or the `DagsterError` of a job the location does not hold."""
+    result = data["pipelineOrError"]
+    if result["__typename"] != "Pipeline":
+        raise DagsterError(
+            f"no job {job_name} in the Dagster code location {location}: {result.get('message')}"
+        )
+    keys = result["partitionKeysOrError"]["partitionKeys"]
+    assets = frozenset(q.asset_key(node["assetKey"]) for node in data["assetNodes"])
+    return JobShape(assets, tuple(keys))
 
 
 def daemon_heartbeat(data: Mapping[str, Any]) -> tuple[bool, float | None]:

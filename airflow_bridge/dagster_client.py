@@ -30,6 +30,7 @@ from airflow_bridge.dagster_results import (
     STALE_HEARTBEAT_S,
     DagsterError,
     DagsterUnreachable,
+    JobShape,
     LaunchOutcomeUnknown,
     RunNotFound,
     RunQueuedTooLong,
@@ -50,6 +51,7 @@ __all__ = [
     "DagsterClient",
     "DagsterError",
     "DagsterUnreachable",
+    "JobShape",
     "LaunchOutcomeUnknown",
     "RunNotFound",
     "RunQueuedTooLong",
@@ -145,6 +147,16 @@ class DagsterClient:
         run_id = answers.launched_run_id(data, job_name, self.url, self.location)
         log.info("launched %s as run %s: %s", job_name, run_id, self.run_url(run_id))
         return run_id
+
+    def job_shape(self, job_name: str) -> JobShape:
+        """The assets `job_name` holds and its partition keys (a day's since 2018: 3,000 or so)."""
+        selector = {
+            "repositoryLocationName": self.location,
+            "repositoryName": self.repository,
+            "pipelineName": job_name,
+        }
+        data = self._execute(q.JOB_SHAPE, {"selector": selector})
+        return answers.job_shape(data, job_name, self.location)
 
     def find_runs(self, tags: dict[str, str]) -> list[RunState]:
         """Runs carrying all of `tags`, newest first."""

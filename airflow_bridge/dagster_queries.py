@@ -52,6 +52,17 @@ mutation TerminateRun($runId: String!) {
   }
 }"""
 
+#: A job's assets and its partition keys (in order; none for an unpartitioned job).
+JOB_SHAPE = """
+query JobShape($selector: PipelineSelector!) {
+  assetNodes(pipeline: $selector) { assetKey { path } }
+  pipelineOrError(params: $selector) {
+    __typename
+    ... on Pipeline { partitionKeysOrError { partitionKeys } }
+    ... on Error { message }
+  }
+}"""
+
 QUEUE_DAEMON = """
 query QueueDaemon {
   instance { daemonHealth { daemonStatus(daemonType: "QUEUED_RUN_COORDINATOR") {

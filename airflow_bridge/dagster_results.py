@@ -129,3 +129,12 @@ class RunWatch:
 
     def next_sleep(self, poll_s: float, now: float) -> float:
         return max(0.0, min(poll_s, self.timeout_s - (now - self.started)))
+
+
+@dataclass(frozen=True)
+class JobShape:
+    """What a Dagster job holds: its asset keys, and its newest partition keys in order."""
+
+    assets: frozenset[str]
+    #: Empty for an unpartitioned job.
+    partition_keys: tuple[str, ...] = ()

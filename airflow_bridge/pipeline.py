@@ -16,25 +16,36 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
 from airflow_bridge.dagster_client import DagsterClient
-from airflow_bridge.dagster_results import ERRORS, DagsterError, RunReport
+from airflow_bridge.dagster_results import ERRORS, DagsterError, JobShape, RunReport
 
 JOB_NAME = "weekly_retrain_job"
 
 
 @dataclass(frozen=True)
 class Stage:
-    """One stage of the weekly retrain: an Airflow task and the Dagster assets it materializes."""
+    """One stage of the weekly retrain: an Airflow task and the Dagster assets it materializes.
+
+    `assets` names them in either contract's job; a stage selects those its job holds (the card
+    contract's weekly job has no `raw_transactions`: its days are `daily_cards_job`'s).
+    """
 
     task_id: str
     assets: tuple[str, ...]
     summary: str
+    #: The card contract: this stage first brings in its week's days (`weeks.launch_days`).
+    brings_days: bool = False
+
+    def selection(self, shape: JobShape) -> list[str]:
+        return [asset for asset in self.assets if asset in shape.assets]
 
 
 VALIDATE = Stage(
     "validate_data",
     ("labelled_transactions", "raw_transactions", "transaction_splits"),
     "Load the new transactions and split them; the schema, null, label, range and "
-    "minimum-fraud checks run with them and block the rest on failure.",
+    "minimum-fraud checks run with them and block the rest on failure. Card data: the week's "
+    "days first (one daily_cards_job run), then the week's splits of its last N days.",
+    brings_days=True,
 )
 TRAIN = Stage(
     "train",
@@ -52,6 +63,8 @@ DEPLOY = Stage(
     "Compare with production on the same rows; publish and move the MLflow alias only if better.",
 )
 STAGES: tuple[Stage, ...] = (VALIDATE, TRAIN, EVALUATE, DEPLOY)
+#: Dagster's run tag of a partition.
+PARTITION_TAG = "dagster/partition"
 
 
 def stage_problems(
@@ -60,20 +73,22 @@ def stage_problems(
     """What keeps `stages` from being the job's assets split in order; empty when nothing does.
 
     `job_assets` maps each asset key of the job's selection to the keys it depends on. Every
-    asset must be in exactly one stage, and no stage may depend on an asset of a later stage
-    (that stage would run before its input is materialized).
+    asset must be in exactly one stage, every stage must select one at least, and no stage may
+    depend on an asset of a later stage (that stage would run before its input is
+    materialized). A stage's asset the job does not hold is the other contract's.
     """
     problems: list[str] = []
     stage_of: dict[str, int] = {}
     for index, stage in enumerate(stages):
-        for asset in stage.assets:
+        held = [asset for asset in stage.assets if asset in job_assets]
+        if not held:
+            problems.append(f"{stage.task_id} selects nothing {job} holds")
+        for asset in held:
             if asset in stage_of:
                 first = stages[stage_of[asset]].task_id
                 problems.append(f"{asset} is in two stages: {first} and {stage.task_id}")
                 continue
             stage_of[asset] = index
-            if asset not in job_assets:
-                problems.append(f"{stage.task_id} selects {asset}, which {job} does not hold")
     for asset in sorted(set(job_assets) - set(stage_of)):
         problems.append(f"{job} holds {asset}, which no stage selects")
     for asset, index in stage_of.items():
@@ -149,17 +164,29 @@ def run_tags(dag_id: str, run_id: str, task_id: str) -> dict[str, str]:
     return {"airflow/dag_id": dag_id, "airflow/run_id": run_id, "airflow/task_id": task_id}
 
 
-def launch(client: DagsterClient, stage: Stage, *, dag_id: str, run_id: str) -> str:
+def launch(
+    client: DagsterClient,
+    stage: Stage,
+    *,
+    dag_id: str,
+    run_id: str,
+    shape: JobShape,
+    partition_key: str | None = None,
+) -> str:
     """The stage's Dagster run: the one this Airflow task launched before, else a new one.
 
     `launch_or_find` reuses a run with the key that is queued, running or done (a retry follows
-    its earlier run) and launches one otherwise (also when the earlier one failed).
+    its earlier run) and launches one otherwise (also when the earlier one failed). A
+    partitioned job's run is of `partition_key` (`week_of`).
     """
+    tags = run_tags(dag_id, run_id, stage.task_id)
+    if partition_key is not None:
+        tags[PARTITION_TAG] = partition_key
     return client.launch_or_find(
         JOB_NAME,
         idempotency_key=idempotency_key(dag_id, run_id, stage.task_id),
-        asset_selection=list(stage.assets),
-        tags=run_tags(dag_id, run_id, stage.task_id),
+        asset_selection=stage.selection(shape),
+        tags=tags,
     )
 
 

@@ -4,19 +4,21 @@
 `DagsterRunTrigger`: the worker slot is free while Dagster works, and the task resumes within a
 poll interval of the run's end, in `execute_complete`, which stores the `StageOutcome` in XCom
 (its return value) or fails with the outcome's headline. Airflow keeps the task's start date
-across the deferral, so its duration is the stage's.
+across the deferral, so its duration is the stage's. On card data (a job partitioned by week)
+the validate stage first brings in its week's days (`weeks.launch_days`) and defers for that
+run; `days_complete` then launches the stage's own run, of that week.
 """
 
 from __future__ import annotations
 
 import time
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from airflow.sdk import BaseOperator, Connection
 from airflow.sdk.exceptions import AirflowFailException, AirflowNotFoundException
 
-from airflow_bridge import config, pipeline
+from airflow_bridge import config, pipeline, weeks
 from airflow_bridge.dagster_client import DagsterClient
 from airflow_bridge.dagster_results import DagsterError
 from airflow_bridge.triggers import DagsterRunTrigger
@@ -48,6 +50,12 @@ def dagster_client() -> DagsterClient:
     return DagsterClient(url, location=location)
 
 
+def _interval_end(context: Any) -> datetime:
+    """The end of the run's data interval (a manual run without one: now)."""
+    end = context.get("data_interval_end")
+    return end if end is not None else datetime.now(UTC)
+
+
 class DagsterStageOperator(BaseOperator):
     """Runs one `pipeline.Stage` as a Dagster run and keeps its outcome in XCom (deferrable)."""
 
@@ -73,11 +81,57 @@ class DagsterStageOperator(BaseOperator):
         started_at = time.time()
         try:
             with dagster_client() as client:
-                run_id = pipeline.launch(client, self.stage, dag_id=ti.dag_id, run_id=ti.run_id)
+                shape = client.job_shape(pipeline.JOB_NAME)
+                week = weeks.week_of(shape, _interval_end(context))
+                if week is not None and self.stage.brings_days:
+                    run_id = weeks.launch_days(
+                        client, self.stage, week, dag_id=ti.dag_id, run_id=ti.run_id
+                    )
+                    method = "days_complete"
+                else:
+                    run_id = pipeline.launch(
+                        client,
+                        self.stage,
+                        dag_id=ti.dag_id,
+                        run_id=ti.run_id,
+                        shape=shape,
+                        partition_key=week,
+                    )
+                    method = "execute_complete"
                 url = client.url
         except DagsterError as exc:
             self._keep_failure(ti, exc)
             raise  # retried: Dagster may be back, and the retry finds the run if it was launched
+        self._follow(run_id, url, started_at, method)
+
+    def days_complete(self, context: Any, event: dict[str, Any]) -> None:
+        """The week's days are in (the card contract): now the stage's own run, of that week."""
+        ti = context["ti"]
+        try:
+            with dagster_client() as client:
+                days = pipeline.resolve(
+                    client, self.stage, event, stage_timeout_s=self.stage_timeout_s
+                )
+                self.log.info("the week's days are in: Dagster run %s", days.dagster_run_id)
+                shape = client.job_shape(pipeline.JOB_NAME)
+                run_id = pipeline.launch(
+                    client,
+                    self.stage,
+                    dag_id=ti.dag_id,
+                    run_id=ti.run_id,
+                    shape=shape,
+                    partition_key=weeks.week_of(shape, _interval_end(context)),
+                )
+                url = client.url
+        except pipeline.StageFailed as exc:
+            ti.xcom_push("return_value", exc.outcome.as_xcom())
+            raise AirflowFailException(str(exc)) from exc
+        except DagsterError as exc:
+            self._keep_failure(ti, exc)
+            raise
+        self._follow(run_id, url, time.time(), "execute_complete")
+
+    def _follow(self, run_id: str, url: str, started_at: float, method: str) -> None:
         self.log.info("following Dagster run %s in the triggerer: %s/runs/%s", run_id, url, run_id)
         self.defer(
             trigger=DagsterRunTrigger(
@@ -88,7 +142,7 @@ class DagsterStageOperator(BaseOperator):
                 timeout_s=self.stage_timeout_s,
                 queued_timeout_s=self.queued_timeout_s,
             ),
-            method_name="execute_complete",
+            method_name=method,
             timeout=timedelta(seconds=self.stage_timeout_s + _DEFER_MARGIN_S),
         )
 

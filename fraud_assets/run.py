@@ -18,9 +18,12 @@ import re
 import sys
 import uuid
 from collections.abc import Iterable, Mapping
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TextIO
 
 import dagster as dg
+
+from fraud_core.contracts import CARDS
 
 if TYPE_CHECKING:
     from dagster_shared.error import SerializableErrorInfo
@@ -105,13 +108,35 @@ def describe_event(event: dg.DagsterEvent) -> str | None:
 
 
 class StagePrinter:
-    """An event listener of the instance that writes `describe`'s line for each event."""
+    """An event listener of the instance that writes `describe`'s line for each event.
+
+    A step materializing many partitions (a backfill of days) gets one line for all of them,
+    when it ends, instead of one per partition.
+    """
 
     def __init__(self, out: TextIO) -> None:
         self.out = out
+        self.partitions: dict[str, list[tuple[str, str]]] = {}
 
     def __call__(self, entry: dg.EventLogEntry) -> None:
+        event = entry.dagster_event
         line = describe(entry)
+        if event is not None and event.event_type == dg.DagsterEventType.ASSET_MATERIALIZATION:
+            materialization = event.step_materialization_data.materialization
+            if materialization.partition is not None and line is not None:
+                name = materialization.asset_key.to_user_string()
+                self.partitions.setdefault(name, []).append((materialization.partition, line))
+                return
+        if event is not None and event.event_type == dg.DagsterEventType.STEP_SUCCESS:
+            for name, done in self.partitions.items():
+                if len(done) == 1:
+                    key, shown = done[0]
+                    shown = shown.replace(f"{name} materialized", f"{name} [{key}] materialized", 1)
+                else:
+                    shown = f"        {name} materialized: {len(done)} partitions, "
+                    shown += f"{done[0][0]} … {done[-1][0]}"
+                print(shown, file=self.out, flush=True)
+            self.partitions.clear()
         if line is not None:
             print(line, file=self.out, flush=True)
 
@@ -148,22 +173,76 @@ def decision(result: dg.ExecuteInProcessResult) -> str:
     return "Decision: none (promoted_model was not materialized)"
 
 
-def training_job() -> dg.JobDefinition:
-    """`weekly_retrain_job` over the training assets and checks, as the code location has them.
+def training_job(contract: str | None = None) -> dg.JobDefinition:
+    """`weekly_retrain_job` as the code location has it for `contract` (None: the data's).
 
-    The filesystem IO manager under the instance's storage, as `dagster asset materialize` uses:
+    The Parquet IO manager under the instance's storage, as `dagster asset materialize` uses:
     an asset can be re-materialized alone from the UI afterwards (in-process runs would keep the
     outputs in memory only).
     """
-    from fraud_assets.definitions import ASSETS, CHECKS
-    from fraud_assets.defs.jobs import weekly_retrain_job
+    from fraud_assets.definitions import build_defs
+
+    return build_defs(contract).resolve_job_def("weekly_retrain_job")
+
+
+def card_days(data_source: Any) -> tuple[str, str]:
+    """The first and last day (UTC) of the card data, within the daily partitions.
+
+    Raises ValueError naming the folder when no transaction has a readable time: the daily run
+    would only report the same (`card_transactions` names the bad columns and lines).
+    """
+    from fraud_assets.defs.assets.daily import DAILY
+    from fraud_assets.defs.assets.data import card_dates
+    from fraud_core.data import DataError
+
+    try:
+        dates = card_dates(data_source.load().frame)
+    except DataError as exc:
+        raise ValueError(str(exc)) from exc
+    if dates is None:
+        raise ValueError(f"{data_source.data_dir}: no card transaction with a readable tx_datetime")
+    first = max(dates[0], DAILY.get_first_partition_key() or dates[0])
+    last = min(dates[1], DAILY.get_last_partition_key() or dates[1])
+    if first > last:
+        raise ValueError(
+            f"{data_source.data_dir}: the transactions ({dates[0]} … {dates[1]}) fall on no "
+            f"daily partition ({DAILY.get_first_partition_key()} … yesterday)"
+        )
+    return first, last
+
+
+def run_cards(instance: dg.DagsterInstance, out: TextIO, dagster_log_level: str) -> int:
+    """The card contract: every day of the data folder in one run, then the newest week's model."""
+    from fraud_assets.definitions import build_defs
+    from fraud_assets.defs.assets.weekly import WEEKLY
     from fraud_assets.defs.resources import default_resources
 
-    resources = {**default_resources(), "io_manager": dg.FilesystemIOManager()}
-    defs = dg.Definitions(
-        assets=ASSETS, asset_checks=CHECKS, jobs=[weekly_retrain_job], resources=resources
+    defs = build_defs(CARDS)
+    try:
+        first, last = card_days(default_resources()["data_source"])
+    except ValueError as exc:
+        print(f"\nRun failed, production unchanged: {exc}", file=out, flush=True)
+        return 1
+    days = f"{first} … {last}"
+    print(f"daily_cards_job for the days {days}: one run", file=out, flush=True)
+    tags = {"dagster/asset_partition_range_start": first, "dagster/asset_partition_range_end": last}
+    daily = execute(defs.resolve_job_def("daily_cards_job"), instance, out, dagster_log_level, tags)
+    print(f"Dagster run {daily.run_id}", file=out)
+    if not daily.success:
+        return report(daily, out)
+    week = WEEKLY.get_partition_key_for_timestamp(
+        datetime.fromisoformat(last).replace(tzinfo=UTC).timestamp()
     )
-    return defs.resolve_job_def(weekly_retrain_job.name)
+    print(f"\nweekly_retrain_job for the week {week} (its newest day: {last})", file=out)
+    weekly = execute(
+        defs.resolve_job_def("weekly_retrain_job"),
+        instance,
+        out,
+        dagster_log_level,
+        partition_key=week,
+    )
+    print(f"Dagster run {weekly.run_id}", file=out)
+    return report(weekly, out)
 
 
 def execute(
@@ -171,6 +250,8 @@ def execute(
     instance: dg.DagsterInstance,
     out: TextIO,
     dagster_log_level: str = "off",
+    tags: Mapping[str, str] | None = None,
+    partition_key: str | None = None,
 ) -> dg.ExecuteInProcessResult:
     """Run `job` in process on `instance`, printing its stages to `out` as they happen."""
     run_id = str(uuid.uuid4())  # known before the run starts, to listen to its events
@@ -181,6 +262,8 @@ def execute(
         run_id=run_id,
         raise_on_error=False,
         run_config={"loggers": {"console": {"config": {"log_level": level}}}},
+        tags=dict(tags or {}),
+        partition_key=partition_key,
     )
 
 
@@ -217,8 +300,16 @@ def main(argv: Iterable[str] | None = None, out: TextIO = sys.stdout) -> int:
         help="also print Dagster's own structured log at this level (default: off)",
     )
     args = parser.parse_args(list(argv) if argv is not None else None)
+    from fraud_assets.defs.resources import default_resources
+
+    contract = default_resources()["data_source"].current_contract()
     with _instance() as instance:
+        if contract == CARDS:
+            print(
+                f"The card contract on the Dagster instance at {instance.root_directory}", file=out
+            )
+            return run_cards(instance, out, args.dagster_log)
         print(f"weekly_retrain_job on the Dagster instance at {instance.root_directory}", file=out)
-        result = execute(training_job(), instance, out, args.dagster_log)
+        result = execute(training_job(contract), instance, out, args.dagster_log)
         print(f"Dagster run {result.run_id}", file=out)
         return report(result, out)

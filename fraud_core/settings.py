@@ -49,6 +49,11 @@ class PlatformSettings(BaseSettings):
     storage_root: str | None = Field(None, validation_alias="FRAUD_STORAGE_ROOT")
     #: The Dask scheduler of the heavy steps (`tcp://host:8786`); unset, one machine.
     dask_address: str | None = Field(None, validation_alias="FRAUD_DASK_ADDRESS")
+    #: Card contract: the days of features each week's model is cut from (train, the label
+    #: delay, validation, the delay again, test), ending with the newest day of its week.
+    training_window_days: int = Field(
+        28, ge=1, le=3660, validation_alias="FRAUD_TRAINING_WINDOW_DAYS"
+    )
     synthetic_seed: int = Field(42, validation_alias="FRAUD_SYNTHETIC_SEED")
     synthetic_rows: int = Field(284_807, validation_alias="FRAUD_SYNTHETIC_ROWS")
     synthetic_fraud_rate: float = Field(

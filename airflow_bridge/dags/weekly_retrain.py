@@ -14,6 +14,12 @@ through the Dagster webserver's GraphQL API and follows it. Airflow never import
 | `deploy_if_better` | `promoted_model`: beats production on the same rows? then published |
 | `notify` | always runs: Slack and e-mail say what ran, the decision, the metrics and the links |
 
+**Card data.** There `weekly_retrain_job` is partitioned by week: every stage runs as the
+partition of the week that ended when the run's data interval did (Sunday 02:00 trains the
+Sunday-to-Saturday week just over), and `validate_data` first materializes that week's days
+(`daily_cards_job`, one run: the labels sent back, `card_transactions`, `card_features`) so the
+week's window of features is complete; its own run is then the week's `transaction_splits`.
+
 **What the states mean.** A failed blocking check fails its stage with
 `blocked by check_...: <reason>`; the later stages are `upstream_failed`. "Kept production" is a
 *success*: the decision is in the `deploy_if_better` XCom and in the message. `notify` fails the

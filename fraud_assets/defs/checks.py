@@ -6,8 +6,8 @@ import dagster as dg
 import pandas as pd
 
 from fraud_assets.defs import constants
-from fraud_assets.defs.assets.data import contract_of, raw_transactions, transaction_splits
-from fraud_assets.defs.assets.model import EvaluationReport, evaluation_report
+from fraud_assets.defs.assets.data import contract_of, raw_transactions
+from fraud_assets.defs.assets.model import EvaluationReport
 from fraud_assets.defs.resources import PromotionRules
 from fraud_core import schema
 from fraud_core.cards import schema as card_schema
@@ -109,47 +109,56 @@ def raw_transactions_checks(
     )
 
 
-@dg.asset_check(asset=transaction_splits, blocking=True)
-def check_transaction_splits_min_frauds(
-    context: dg.AssetCheckExecutionContext, transaction_splits: Splits
-) -> dg.AssetCheckResult:
-    """Every split holds enough frauds to train, stop early and evaluate on."""
-    counts = {name: int(v["frauds"]) for name, v in transaction_splits.summary().items()}
-    short = {name: n for name, n in counts.items() if n < constants.MIN_FRAUDS_PER_SPLIT}
-    return _result(
-        context,
-        "check_transaction_splits_min_frauds",
-        not short,
-        (
-            f"too few frauds in column {transaction_splits.label}: "
-            + ", ".join(f"{k} has {n}" for k, n in short.items())
-            + f" (minimum {constants.MIN_FRAUDS_PER_SPLIT} per split)"
-            if short
-            else f"at least {constants.MIN_FRAUDS_PER_SPLIT} frauds in every split"
-        ),
-        **{f"{name}_frauds": n for name, n in counts.items()},
-    )
+def training_checks(
+    partitions_def: dg.PartitionsDefinition | None = None,
+) -> list[dg.AssetChecksDefinition]:
+    """The blocking checks of the splits and the report, of each partition where they have one."""
+
+    @dg.asset_check(asset="transaction_splits", blocking=True, partitions_def=partitions_def)
+    def check_transaction_splits_min_frauds(
+        context: dg.AssetCheckExecutionContext, transaction_splits: Splits
+    ) -> dg.AssetCheckResult:
+        """Every split holds enough frauds to train, stop early and evaluate on."""
+        counts = {name: int(v["frauds"]) for name, v in transaction_splits.summary().items()}
+        short = {name: n for name, n in counts.items() if n < constants.MIN_FRAUDS_PER_SPLIT}
+        return _result(
+            context,
+            "check_transaction_splits_min_frauds",
+            not short,
+            (
+                f"too few frauds in column {transaction_splits.label}: "
+                + ", ".join(f"{k} has {n}" for k, n in short.items())
+                + f" (minimum {constants.MIN_FRAUDS_PER_SPLIT} per split)"
+                if short
+                else f"at least {constants.MIN_FRAUDS_PER_SPLIT} frauds in every split"
+            ),
+            **{f"{name}_frauds": n for name, n in counts.items()},
+        )
+
+    @dg.asset_check(asset="evaluation_report", blocking=True, partitions_def=partitions_def)
+    def check_evaluation_report_quality_floor(
+        context: dg.AssetCheckExecutionContext,
+        evaluation_report: EvaluationReport,
+        promotion_rules: PromotionRules,
+    ) -> dg.AssetCheckResult:
+        """The model clears the absolute quality floor on the test split."""
+        policy = promotion_rules.policy()
+        contract = evaluation_report.contract
+        failures = policy.floor_failures(evaluation_report.metrics, contract)
+        floor_ap, floor_auc = policy.floors(contract)
+        return _result(
+            context,
+            "check_evaluation_report_quality_floor",
+            not failures,
+            "; ".join(failures) or "above the floor",
+            contract=contract,
+            average_precision=evaluation_report.metrics["average_precision"],
+            roc_auc=evaluation_report.metrics["roc_auc"],
+            floor_average_precision=floor_ap,
+            floor_roc_auc=floor_auc,
+        )
+
+    return [check_transaction_splits_min_frauds, check_evaluation_report_quality_floor]
 
 
-@dg.asset_check(asset=evaluation_report, blocking=True)
-def check_evaluation_report_quality_floor(
-    context: dg.AssetCheckExecutionContext,
-    evaluation_report: EvaluationReport,
-    promotion_rules: PromotionRules,
-) -> dg.AssetCheckResult:
-    """The model clears the absolute quality floor on the test split."""
-    policy = promotion_rules.policy()
-    contract = evaluation_report.contract
-    failures = policy.floor_failures(evaluation_report.metrics, contract)
-    floor_ap, floor_auc = policy.floors(contract)
-    return _result(
-        context,
-        "check_evaluation_report_quality_floor",
-        not failures,
-        "; ".join(failures) or "above the floor",
-        contract=contract,
-        average_precision=evaluation_report.metrics["average_precision"],
-        roc_auc=evaluation_report.metrics["roc_auc"],
-        floor_average_precision=floor_ap,
-        floor_roc_auc=floor_auc,
-    )
+check_transaction_splits_min_frauds, check_evaluation_report_quality_floor = training_checks()

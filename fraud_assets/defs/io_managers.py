@@ -79,6 +79,16 @@ class ParquetIOManager(dg.ConfigurableIOManager):
         if not context.has_asset_partitions:
             return self._read(fs, self._path(key))
         partitions = context.asset_partition_keys
+        if _wants_newest(context):
+            # An unpartitioned reader of a partitioned asset (drift against the newest week's
+            # splits): the newest partition written, not all of them.
+            newest = [p for p in self.partitions_written(key) if p in set(partitions)]
+            if not newest:
+                raise dg.Failure(
+                    description=f"no partition of {key.to_user_string()} is stored under "
+                    f"{self.uri(key)} yet: materialize one first"
+                )
+            return self._read(fs, self._path(key, newest[-1]))
         if len(partitions) == 1 and not _wants_many(context):
             return self._read(fs, self._path(key, partitions[0]))
         # Many partitions: those written, by key (a window may reach past the first day there
@@ -106,3 +116,8 @@ class ParquetIOManager(dg.ConfigurableIOManager):
 def _wants_many(context: dg.InputContext) -> bool:
     metadata = context.definition_metadata or {}
     return bool(metadata.get("partitions_as_dict"))
+
+
+def _wants_newest(context: dg.InputContext) -> bool:
+    metadata = context.definition_metadata or {}
+    return bool(metadata.get("newest_partition"))

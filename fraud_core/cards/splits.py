@@ -8,8 +8,8 @@ transaction's features see the gap's transactions, as the served model's state w
 terminal risk windows end `delay_days` before each transaction, so no split's features use a
 label its model could not have known.
 
-The cut points are whole UTC days at the same fractions of the data's span as the Kaggle
-contract's row fractions:
+The cut points are whole UTC days: each split gets its fraction (the Kaggle contract's row
+fractions) of the days outside the two delays:
 
     [ train | gap (delay) ][ validation | gap (delay) ][ test ]
     day 0                  b1                          b2          last day
@@ -98,10 +98,17 @@ def plan_days(
     if validation_fraction + test_fraction >= 1:
         raise ValueError("validation_fraction + test_fraction must leave rows to train on")
     n_days = last_day - first_day + 1
+    # The fractions are of the days that belong to a split: the two delays belong to none. (Of
+    # the whole span, both delays came out of train and validation alone, and a 28-day window
+    # with a 7-day delay could not be cut at all.)
+    labelled = max(n_days - 2 * delay_days, 0)
+    train_days = round(labelled * (1 - validation_fraction - test_fraction))
+    validation_days = round(labelled * (1 - test_fraction)) - train_days
+    validation_day = first_day + train_days + delay_days
     plan = DayPlan(
         first_day=first_day,
-        validation_day=first_day + round(n_days * (1 - validation_fraction - test_fraction)),
-        test_day=first_day + round(n_days * (1 - test_fraction)),
+        validation_day=validation_day,
+        test_day=validation_day + validation_days + delay_days,
         end_day=last_day + 1,
         delay_days=delay_days,
     )
@@ -145,11 +152,14 @@ def split_cards(
     validation_fraction: float = 0.2,
     test_fraction: float = 0.2,
     source: str = "unknown",
+    history_from: pd.DataFrame | None = None,
 ) -> tuple[Splits, DayPlan]:
     """Cut a canonical labelled frame and its features (same index) into delay-gapped splits.
 
     `frame` is sorted by (`tx_us`, `transaction_id`) (`fraud_core.cards.schema.conform`);
-    `features` is `compute_features(frame, definition)`, on the whole history.
+    `features` is `compute_features(frame, definition)`, on the whole history. `history_from`
+    (canonical, sorted, up to `frame`'s newest transaction) is where the served state's history
+    comes from when `frame` is a window shorter than the retention: else `frame` itself.
     """
     if len(frame) == 0:
         raise ValueError("no card transactions to split")
@@ -171,9 +181,7 @@ def split_cards(
     periods = plan.periods()
     parts = {name: rows(*bounds) for name, bounds in periods.items()}
     gaps = pd.concat([parts["validation_gap"], parts["test_gap"]], ignore_index=True)
-    # Everything after `newest - retention` (the state's own cut-off rule), up to the newest.
-    lo = int(np.searchsorted(tx_us, int(tx_us[-1]) - definition.retention_us, side="right"))
-    history = frame.iloc[lo:][list(HISTORY_COLUMNS)].reset_index(drop=True)
+    history = _history(frame if history_from is None else history_from, int(tx_us[-1]), definition)
     splits = Splits(
         train=parts["train"],
         validation=parts["validation"],
@@ -186,6 +194,13 @@ def split_cards(
         gaps=gaps,
     )
     return splits, plan
+
+
+def _history(source: pd.DataFrame, newest_us: int, definition: FeatureDefinition) -> pd.DataFrame:
+    """Everything after `newest - retention` (the state's own cut-off rule), up to the newest."""
+    tx_us = source[TX_US].to_numpy(np.int64)
+    lo, hi = np.searchsorted(tx_us, [newest_us - definition.retention_us, newest_us], side="right")
+    return source.iloc[int(lo) : int(hi)][list(HISTORY_COLUMNS)].reset_index(drop=True)
 
 
 def whole_history(splits: Splits) -> pd.DataFrame:

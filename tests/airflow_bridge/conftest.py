@@ -39,7 +39,7 @@ def client_for(server: DagsterServer) -> DagsterClient:
     return DagsterClient(server.url, retries=2, backoff_s=0.5)
 
 
-def server_env(root: Path) -> dict[str, str]:
+def server_env(root: Path, extra: dict[str, str] | None = None) -> dict[str, str]:
     """The environment of the Dagster processes: every state directory under `root`."""
     env = {
         k: v for k, v in os.environ.items() if not k.startswith(("FRAUD_", "MLFLOW_", "DAGSTER_"))
@@ -53,13 +53,16 @@ def server_env(root: Path) -> dict[str, str]:
         FRAUD_SYNTHETIC_ROWS=str(SMALL_ROWS),
         FRAUD_SYNTHETIC_FRAUD_RATE=str(SMALL_FRAUD_RATE),
     )
+    env.update(extra or {})
     return env
 
 
 @contextmanager
-def dagster_server(root: Path, *, daemon: bool) -> Iterator[DagsterServer]:
+def dagster_server(
+    root: Path, *, daemon: bool, extra_env: dict[str, str] | None = None
+) -> Iterator[DagsterServer]:
     """`dagster-webserver -w workspace.yaml` (and `dagster-daemon run`) with state under `root`."""
-    env = server_env(root)
+    env = server_env(root, extra_env)
     subprocess.run(
         [sys.executable, "-m", "fraud_assets.instance"],
         cwd=REPO_ROOT,

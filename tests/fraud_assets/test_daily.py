@@ -227,3 +227,23 @@ def test_the_first_day_alone_gets_its_window_as_days(tmp_path: Path) -> None:
     assert result.success
     on_first = day_keys(card_schema.conform(first)[TX_US].to_numpy()) == "2018-01-01"
     assert len(_stored_features(resources["io_manager"], ["2018-01-01"])) == int(on_first.sum())
+
+
+def test_a_day_whose_windows_reach_unstored_data_is_refused(
+    tmp_path: Path, transactions: pd.DataFrame
+) -> None:
+    # The folder holds every day, but only the last two were ever ingested: their windows
+    # reach 37 days of the data no run stored, and their features would count too few.
+    _write(tmp_path / "raw", transactions, "cards.csv")
+    days = _days(transactions)
+    resources = _resources(tmp_path)
+    result = _run(resources, days[-2], days[-1])
+    assert not result.success
+    (failure,) = [e for e in result.all_events if e.is_step_failure]
+    assert failure.step_key == "card_features"
+    message = failure.step_failure_data.user_failure_data.description
+    first_reached = str(np.datetime64(days[-2]) - 37)
+    assert f"that card_transactions has not stored: {first_reached}, " in message
+    assert "make materialize" in message
+    io: ParquetIOManager = resources["io_manager"]
+    assert io.partitions_written(dg.AssetKey("card_features")) == []

@@ -28,11 +28,12 @@ def checks(result: dg.ExecuteInProcessResult) -> dict[str, Any]:
     return {e.check_name: e for e in result.get_asset_check_evaluations()}
 
 
-def test_the_card_contract_adds_its_daily_partitions() -> None:
+def test_the_card_contract_is_by_day_and_its_model_by_week() -> None:
     cards = build_defs("cards")
     graph = cards.resolve_asset_graph()
     daily = cards.resolve_job_def("daily_cards_job")
     assert {k.to_user_string() for k in daily.asset_layer.selected_asset_keys} == {
+        "labelled_transactions",
         "card_transactions",
         "card_features",
     }
@@ -41,8 +42,21 @@ def test_the_card_contract_adds_its_daily_partitions() -> None:
     # A job and a daily schedule of their own, stopped by default; the weekly job trains.
     schedule = cards.resolve_schedule_def("daily_cards_job_schedule")
     assert schedule.default_status == dg.DefaultScheduleStatus.STOPPED
-    weekly = cards.resolve_job_def("weekly_retrain_job").asset_layer.selected_asset_keys
-    assert dg.AssetKey("card_features") not in weekly
+    weekly = cards.resolve_job_def("weekly_retrain_job")
+    assert {k.to_user_string() for k in weekly.asset_layer.selected_asset_keys} == {
+        "transaction_splits",
+        "anomaly_scores",
+        "fraud_model",
+        "evaluation_report",
+        "promoted_model",
+    }
+    assert weekly.partitions_def is not None
+    splits_parents = graph.get(dg.AssetKey("transaction_splits")).parent_keys
+    assert {k.to_user_string() for k in splits_parents} == {"card_features", "card_transactions"}
+    # No raw_transactions: the days are the card contract's ingestion (card_transactions fails
+    # naming the columns and lines, as its checks would).
+    assert dg.AssetKey("raw_transactions") not in graph.get_all_asset_keys()
+    assert cards.resolve_sensor_def("drift_retrain_sensor").job_name == "weekly_retrain_job"
     # Kaggle data has no dates: none of it there (`--select '*'` needs no partition).
     kaggle = build_defs("kaggle").resolve_asset_graph().get_all_asset_keys()
     assert dg.AssetKey("card_features") not in kaggle

@@ -203,5 +203,9 @@ def test_the_script_trains_evaluates_and_promotes(tmp_path: Path) -> None:
         assert record.status == dg.DagsterRunStatus.SUCCESS
     # Its outputs are stored, as `dagster asset materialize` stores them: one asset can be
     # re-materialized alone from the UI.
+    # Parquet and JSON, as the code location's IO manager writes them: no pickle.
     stored = Path(os.environ["DAGSTER_HOME"]) / "storage" / "transaction_splits"
-    assert stored.is_file()
+    assert (stored / "value.json").is_file()
+    files = [p for p in (Path(os.environ["DAGSTER_HOME"]) / "storage").rglob("*") if p.is_file()]
+    assert any(p.suffix == ".parquet" for p in files)
+    assert not [p for p in files if p.read_bytes()[:1] == b"\x80"], "a pickle was written"

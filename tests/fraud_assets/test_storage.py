@@ -143,3 +143,31 @@ def test_the_graph_runs_on_an_s3_bucket(tmp_path: Path, bucket: str) -> None:
         if e.step_materialization_data.materialization.asset_key == dg.AssetKey("fraud_model")
     )
     assert str(materialization.metadata["storage"].value).startswith(f"{bucket}/assets/fraud_model")
+
+
+WEEKS = dg.WeeklyPartitionsDefinition(start_date="2018-01-07", timezone="UTC")
+
+
+@dg.asset(partitions_def=WEEKS)
+def weekly_numbers(context) -> pd.DataFrame:  # unannotated: this module defers annotations
+    return pd.DataFrame({"week": [context.partition_key]})
+
+
+@dg.asset(ins={"weekly_numbers": dg.AssetIn(metadata={"newest_partition": True})})
+def newest_numbers(weekly_numbers: pd.DataFrame) -> pd.DataFrame:
+    return weekly_numbers
+
+
+def test_an_unpartitioned_reader_gets_the_newest_partition_written(tmp_path: Path) -> None:
+    """As `prediction_drift` reads the card contract's weekly splits: one week, not all."""
+    resources = {"io_manager": ParquetIOManager(root=str(tmp_path / "storage"))}
+    nothing = dg.materialize(
+        [weekly_numbers.to_source_asset(), newest_numbers],
+        resources=resources,
+        raise_on_error=False,
+    )
+    assert not nothing.success  # no week stored yet: a failure naming the asset
+    for week in ("2018-05-20", "2018-06-03", "2018-05-27"):
+        assert dg.materialize([weekly_numbers], resources=resources, partition_key=week).success
+    result = dg.materialize([weekly_numbers.to_source_asset(), newest_numbers], resources=resources)
+    assert result.output_for_node("newest_numbers")["week"].tolist() == ["2018-06-03"]

@@ -75,6 +75,12 @@ def card_transactions(
     except ValueError as exc:
         raise dg.Failure(description=f"{data_source.data_dir}: {exc}") from exc
     keys = list(context.partition_keys)
+    # The folder's first day: the features refuse a day whose windows reach an earlier day of
+    # the data that no run has stored (they would count too few transactions).
+    if len(canonical):
+        canonical.attrs["data_first_day"] = str(
+            day_keys(canonical[card_def.TX_US].to_numpy()[:1])[0]
+        )
     days = by_day(canonical, keys)
     rows = sum(len(part) for part in days.values())
     outside = len(canonical) - rows
@@ -129,6 +135,7 @@ def card_features(
             f"before each day; the partitions bring {HORIZON_DAYS} (constants.FEATURES)"
         )
     keys = list(context.partition_keys)
+    _refuse_missing_days(keys, card_transactions)
     present = [card_transactions[k] for k in sorted(card_transactions)]
     history = pd.concat(present, ignore_index=True) if present else pd.DataFrame()
     if history.empty:
@@ -143,6 +150,8 @@ def card_features(
             features = compute_features_dask(history, definition, client)
     seconds = time.perf_counter() - start
     frame = pd.concat([history, features], axis=1)
+    # Each day records the definition it was computed with: the weekly splits refuse a mix.
+    frame.attrs = {**history.attrs, "feature_definition": definition.as_dict()}
     days = by_day(frame, keys)
     rows = sum(len(p) for p in days.values())
     context.log.info(
@@ -162,11 +171,36 @@ def card_features(
     return dg.Output(days, metadata=metadata)
 
 
+def _refuse_missing_days(keys: list[str], days: dict[str, pd.DataFrame]) -> None:
+    """Fail when a day the windows reach holds data (by the newest ingestion's folder) that no
+    run of `card_transactions` stored: features computed without it would be silently low."""
+    stored_first = [d.attrs.get("data_first_day") for d in days.values() if len(d)]
+    data_first = max((f for f in stored_first if f), default=None)
+    if data_first is None:
+        return
+    first = np.datetime64(keys[0]) - HORIZON_DAYS
+    reach = [str(d) for d in np.arange(first, np.datetime64(keys[-1]) + 1, dtype="datetime64[D]")]
+    missing = [d for d in reach if d >= data_first and d not in days]
+    if missing:
+        shown = ", ".join(missing[:5]) + (
+            f" and {len(missing) - 5} more" if len(missing) > 5 else ""
+        )
+        raise dg.Failure(
+            description=f"the windows of {keys[0]} … {keys[-1]} reach {len(missing)} day(s) of "
+            f"the data (from {data_first}) that card_transactions has not stored: {shown}. "
+            f"Materialize card_transactions and card_features from {missing[0]} on in one run "
+            "(a backfill: `make materialize` does every day of the folder)",
+            metadata={"missing_days": dg.MetadataValue.json(missing)},
+        )
+
+
 daily_cards_job = dg.define_asset_job(
     name="daily_cards_job",
-    selection=dg.AssetSelection.assets(card_transactions, card_features),
+    # The labels sent back since the last run go into the days they belong to.
+    selection=dg.AssetSelection.assets("labelled_transactions", card_transactions, card_features),
     partitions_def=DAILY,
-    description="One day of card transactions and their features (a range: one run).",
+    description="The labels sent back, then one day of card transactions and their features "
+    "(a range of days: one run).",
     tags={"team": "fraud-ml"},
 )
 

@@ -14,9 +14,9 @@ from fraud_assets.defs.resources import DataSource
 from fraud_core.cards import definition as card_def
 from fraud_core.cards import schema as card_schema
 from fraud_core.cards.features import compute_features
-from fraud_core.cards.splits import split_cards
+from fraud_core.cards.splits import DayPlan, split_cards
 from fraud_core.contracts import CARDS, KAGGLE
-from fraud_core.data import DataError, LoadedData, split_by_time
+from fraud_core.data import DataError, LoadedData, Splits, split_by_time
 from fraud_core.schema import LABEL, TIME
 
 
@@ -168,17 +168,25 @@ def _card_metadata(frame: pd.DataFrame, ignored: list[str]) -> dict[str, Any]:
     for column, name in ((card_def.CUSTOMER_ID, "customers"), (card_def.TERMINAL_ID, "terminals")):
         if column in frame:
             out[name] = int(frame[column].nunique())
-    if card_def.TX_DATETIME in frame and len(frame):
-        values = frame[card_def.TX_DATETIME]
-        times = (
-            values
-            if pd.api.types.is_datetime64_any_dtype(values)
-            else pd.to_datetime(values, utc=True, format="ISO8601", errors="coerce")
-        )
-        if times.notna().any():
-            out["date_from"] = str(times.min().date())
-            out["date_to"] = str(times.max().date())
+    dates = card_dates(frame)
+    if dates is not None:
+        out["date_from"], out["date_to"] = dates
     return out
+
+
+def card_dates(frame: pd.DataFrame) -> tuple[str, str] | None:
+    """The first and last UTC date of a card frame's readable times (None: no such time)."""
+    if card_def.TX_DATETIME not in frame or not len(frame):
+        return None
+    values = frame[card_def.TX_DATETIME]
+    times = (
+        values
+        if pd.api.types.is_datetime64_any_dtype(values)
+        else pd.to_datetime(values, utc=True, format="ISO8601", errors="coerce")
+    )
+    if not times.notna().any():
+        return None
+    return str(times.min().date()), str(times.max().date())
 
 
 @dg.asset(
@@ -237,9 +245,22 @@ def _card_splits(
         f"{len(definition.feature_names)} behavioural features of {len(canonical):,} "
         f"transactions in {seconds:.2f}s"
     )
+    return card_splits_output(
+        context, splits, plan, definition, {"feature_seconds": round(seconds, 3)}
+    )
+
+
+def card_splits_output(
+    context: dg.AssetExecutionContext,
+    splits: Splits,
+    plan: DayPlan,
+    definition: card_def.FeatureDefinition,
+    extra: dict[str, Any],
+) -> dg.Output:
+    """The card splits with their periods, gaps and history, logged and in the metadata."""
     summary = splits.summary()
-    gaps = splits.gaps if splits.gaps is not None else canonical.iloc[:0]
-    history = splits.history if splits.history is not None else canonical.iloc[:0]
+    gaps = splits.gaps if splits.gaps is not None else splits.test.iloc[:0]
+    history = splits.history if splits.history is not None else splits.test.iloc[:0]
     periods = plan.describe()
     context.log.info(
         "; ".join(
@@ -260,7 +281,7 @@ def _card_splits(
             **{f"{name}_frauds": int(v["frauds"]) for name, v in summary.items()},
             "delay_gap_rows": len(gaps),
             "feature_definition": dg.MetadataValue.json(definition.as_dict()),
-            "feature_seconds": round(seconds, 3),
+            **extra,
             "history_rows": len(history),
             "history_days": int(history_days.max() - history_days.min() + 1) if len(history) else 0,
         },

@@ -45,13 +45,14 @@ def test_splits_leave_the_delay_out_before_validation_and_test() -> None:
     frame = transactions()
     features = compute_features(frame, DEFAULT)
     splits, plan = split_cards(frame, features, DEFAULT, 0.2, 0.2, source="synthetic")
-    # 60 days at 0.6 / 0.2 / 0.2: validation from day 36, test from day 48; 7 days before each out.
-    assert (plan.validation_day - DAY0, plan.test_day - DAY0) == (36, 48)
-    assert day_of(splits.train).max() < 36 - 7 and day_of(splits.train).min() == 0
-    assert day_of(splits.validation).min() >= 36 and day_of(splits.validation).max() < 48 - 7
-    assert day_of(splits.test).min() == 48 and day_of(splits.test).max() == 59
+    # 60 days, 7 before validation and 7 before test out: 0.6 / 0.2 / 0.2 of the other 46 are
+    # 28 / 9 / 9 days, validation from day 35, test from day 51.
+    assert (plan.validation_day - DAY0, plan.test_day - DAY0) == (35, 51)
+    assert day_of(splits.train).max() == 35 - 7 - 1 and day_of(splits.train).min() == 0
+    assert day_of(splits.validation).min() == 35 and day_of(splits.validation).max() == 51 - 7 - 1
+    assert day_of(splits.test).min() == 51 and day_of(splits.test).max() == 59
     assert splits.gaps is not None
-    assert set(np.unique(day_of(splits.gaps))) == set(range(29, 36)) | set(range(41, 48))
+    assert set(np.unique(day_of(splits.gaps))) == set(range(28, 35)) | set(range(44, 51))
     # Every row in exactly one place.
     ids = [p["transaction_id"] for p in (splits.train, splits.validation, splits.test, splits.gaps)]
     together = pd.concat(ids)
@@ -61,7 +62,7 @@ def test_splits_leave_the_delay_out_before_validation_and_test() -> None:
         assert part["tx_us"].is_monotonic_increasing
     assert splits.train["tx_us"].max() < splits.validation["tx_us"].min()
     summary = splits.summary()
-    assert summary["test"]["date_from"] == "2018-05-19" and summary["test"]["days"] == 12
+    assert summary["test"]["date_from"] == "2018-05-22" and summary["test"]["days"] == 9
     assert summary["train"]["frauds"] == int(splits.train["is_fraud"].sum())
     assert splits.contract == "cards" and splits.source == "synthetic"
     assert splits.input_fields == DEFAULT.feature_names
@@ -111,9 +112,21 @@ def test_a_champion_of_other_windows_gets_its_own_features_for_the_test_rows() -
     np.testing.assert_array_equal(features_under(splits, DEFAULT), splits.arrays(splits.test)[0])
 
 
+def test_a_four_week_window_is_cut_around_its_two_delays() -> None:
+    # The weekly card model's default: 28 days, 14 of them the delays; 8 / 3 / 3 days remain.
+    plan = plan_days(0, 27, 7)
+    assert plan.periods() == {
+        "train": (0, 8),
+        "validation_gap": (8, 15),
+        "validation": (15, 18),
+        "test_gap": (18, 25),
+        "test": (25, 28),
+    }
+
+
 def test_too_few_days_are_refused_naming_the_span() -> None:
-    frame = transactions(days=20, n=500)
-    with pytest.raises(ValueError, match=r"20 days of transactions \(2018-04-01 to 2018-04-20\)"):
+    frame = transactions(days=16, n=500)
+    with pytest.raises(ValueError, match=r"16 days of transactions \(2018-04-01 to 2018-04-16\)"):
         split_cards(frame, compute_features(frame, DEFAULT), DEFAULT)
     with pytest.raises(ValueError, match="must be in"):
         plan_days(0, 100, 7, 0.0, 0.2)
