@@ -35,6 +35,9 @@ class BridgeSettings(BaseSettings):
     #: Retries of a stage after an error talking to Dagster (a failed run is never retried).
     retries: int = Field(2, ge=0)
     retry_delay_s: float = Field(300.0, ge=0)
+    #: Card data: the days the validate stage brings in again each week (labels sent back since
+    #: go into them). The code location's FRAUD_TRAINING_WINDOW_DAYS, read under the same name.
+    training_window_days: int = Field(28, ge=1, validation_alias="FRAUD_TRAINING_WINDOW_DAYS")
 
     @field_validator("timezone")
     @classmethod

@@ -170,14 +170,15 @@ def launch(
     *,
     dag_id: str,
     run_id: str,
-    shape: JobShape,
+    shape: JobShape | None = None,
     partition_key: str | None = None,
 ) -> str:
     """The stage's Dagster run: the one this Airflow task launched before, else a new one.
 
     `launch_or_find` reuses a run with the key that is queued, running or done (a retry follows
-    its earlier run) and launches one otherwise (also when the earlier one failed). A
-    partitioned job's run is of `partition_key` (`week_of`).
+    its earlier run) and launches one otherwise (also when the earlier one failed). It selects
+    the stage's assets that `shape` (the job, as Dagster has it) holds, all of them without one;
+    a partitioned job's run is of `partition_key` (`weeks.week_of`).
     """
     tags = run_tags(dag_id, run_id, stage.task_id)
     if partition_key is not None:
@@ -185,7 +186,7 @@ def launch(
     return client.launch_or_find(
         JOB_NAME,
         idempotency_key=idempotency_key(dag_id, run_id, stage.task_id),
-        asset_selection=stage.selection(shape),
+        asset_selection=stage.selection(shape) if shape is not None else list(stage.assets),
         tags=tags,
     )
 

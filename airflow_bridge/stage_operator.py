@@ -51,8 +51,11 @@ def dagster_client() -> DagsterClient:
 
 
 def _interval_end(context: Any) -> datetime:
-    """The end of the run's data interval (a manual run without one: now)."""
+    """The end of the run's data interval; a run without one (a manual trigger), its run_after:
+    the same on every try of the task."""
     end = context.get("data_interval_end")
+    if end is None:
+        end = getattr(context.get("dag_run"), "run_after", None)
     return end if end is not None else datetime.now(UTC)
 
 
@@ -82,10 +85,18 @@ class DagsterStageOperator(BaseOperator):
         try:
             with dagster_client() as client:
                 shape = client.job_shape(pipeline.JOB_NAME)
+                # From the run's data interval (or run_after): the same on every try and in
+                # days_complete, whatever the clock says by then.
                 week = weeks.week_of(shape, _interval_end(context))
                 if week is not None and self.stage.brings_days:
                     run_id = weeks.launch_days(
-                        client, self.stage, week, dag_id=ti.dag_id, run_id=ti.run_id
+                        client,
+                        self.stage,
+                        week,
+                        dag_id=ti.dag_id,
+                        run_id=ti.run_id,
+                        # The worker's FRAUD_TRAINING_WINDOW_DAYS, as the code location reads it.
+                        window_days=config.BridgeSettings().training_window_days,
                     )
                     method = "days_complete"
                 else:
@@ -112,15 +123,16 @@ class DagsterStageOperator(BaseOperator):
                 days = pipeline.resolve(
                     client, self.stage, event, stage_timeout_s=self.stage_timeout_s
                 )
-                self.log.info("the week's days are in: Dagster run %s", days.dagster_run_id)
                 shape = client.job_shape(pipeline.JOB_NAME)
+                week = weeks.week_of(shape, _interval_end(context))
+                self.log.info("the days of week %s are in: run %s", week, days.dagster_run_id)
                 run_id = pipeline.launch(
                     client,
                     self.stage,
                     dag_id=ti.dag_id,
                     run_id=ti.run_id,
                     shape=shape,
-                    partition_key=weeks.week_of(shape, _interval_end(context)),
+                    partition_key=week,
                 )
                 url = client.url
         except pipeline.StageFailed as exc:

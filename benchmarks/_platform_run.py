@@ -2,10 +2,14 @@
 state in one folder.
 
     python benchmarks/_platform_run.py DATA_DIR STATE_DIR [--contract cards] --json RESULT.json
+    python benchmarks/_platform_run.py DATA_DIR STATE_DIR --contract cards --window-days 28
 
-Materializes `[*ASSETS, *CHECKS]` with `dagster.materialize` on a Dagster instance under
-`STATE_DIR/dagster_home` (local SQLite storage, as `make demo` uses), MLflow on
-`STATE_DIR/mlflow.db`, bundles under `STATE_DIR/models`, the assets' Parquet under
+Kaggle data: materializes `[*ASSETS, *CHECKS]` with `dagster.materialize`. Card data: the path
+`make materialize` runs (`_cards_platform.run_cards`): every day of the data in one
+`daily_cards_job` run, then `weekly_retrain_job` of the newest day's week, its splits cut from the
+last `--window-days` days (default: every day of the data, the bare script's work). Both on a
+Dagster instance under `STATE_DIR/dagster_home` (local SQLite storage, as `make demo` uses),
+MLflow on `STATE_DIR/mlflow.db`, bundles under `STATE_DIR/models`, the assets' Parquet under
 `STATE_DIR/dagster_home/storage` and the prediction log (where training reads labels sent back)
 on `STATE_DIR/predictions.db`, reading the data files of `DATA_DIR` as `--contract` says (default
 auto: by their columns). The heavy steps run in this process (the single-machine path, whatever
@@ -18,7 +22,10 @@ Writes the import time, the time of opening the Dagster instance and MLflow's st
 each Dagster step (from the run's step stats, which the instance derives from the STEP_START /
 STEP_SUCCESS events), the phases inside the steps that the event log shows (inputs loaded, outputs
 stored, the promotion decision), the time `materialize` took, the peak resident memory, the test
-metrics and the promotion decision.
+metrics and the promotion decision. For card data `materialize` is both runs together, `steps`
+and `phases` hold both runs' steps, the metrics are the weekly run's, `setup` includes finding the
+data's days (`fraud_assets.run.card_days`) and building the code location (`prepare_cards`: those
+alone), and `runs` names the two runs, the week, the window and the days.
 """
 
 import time
@@ -34,6 +41,7 @@ from pathlib import Path  # noqa: E402
 
 import dagster as dg  # noqa: E402
 import mlflow  # noqa: E402
+from _cards_platform import run_cards  # noqa: E402
 
 from fraud_assets import instance as dagster_instance  # noqa: E402
 from fraud_assets.definitions import ASSETS, CHECKS  # noqa: E402
@@ -46,6 +54,7 @@ from fraud_assets.defs.resources import (  # noqa: E402
     PredictionLogResource,
     default_resources,
 )
+from fraud_core.contracts import CARDS  # noqa: E402
 from fraud_core.store import ModelStore  # noqa: E402
 
 _IMPORTS = time.perf_counter() - _T0
@@ -92,8 +101,19 @@ def main() -> dict:
         default="auto",
         help="the data contract of DATA_DIR's files (default: auto, by their columns)",
     )
+    parser.add_argument(
+        "--window-days",
+        type=int,
+        help="card data: the days the week's model is cut from (default: all the data's days)",
+    )
     parser.add_argument("--json", type=Path, help="write timings and metrics here")
     args = parser.parse_args()
+    if args.window_days is not None and args.window_days < 1:
+        parser.error("--window-days must be at least 1")
+    data_source = DataSource(data_dir=str(args.data_dir.resolve()), contract=args.contract)
+    contract = data_source.current_contract()  # from the files' headers alone
+    if args.window_days is not None and contract != CARDS:
+        parser.error("--window-days is for card data")
     state = args.state_dir.resolve()
     tracking_uri = f"sqlite:///{state / 'mlflow.db'}"
     home = state / "dagster_home"
@@ -121,7 +141,7 @@ def main() -> dict:
     # resource that holds state pointed into the state folder.
     resources = {
         **default_resources(),
-        "data_source": DataSource(data_dir=str(args.data_dir.resolve()), contract=args.contract),
+        "data_source": data_source,
         "model_store": ModelStoreResource(models_dir=str(models.root)),
         # Never the project's own prediction log: its labels would become training rows here.
         "prediction_log": PredictionLogResource(url=f"sqlite:///{state / 'predictions.db'}"),
@@ -133,18 +153,32 @@ def main() -> dict:
     }
     with dg.DagsterInstance.get() as instance:
         setup = time.perf_counter() - start
-        start = time.perf_counter()
-        result = dg.materialize([*ASSETS, *CHECKS], resources=resources, instance=instance)
-        materialize_seconds = time.perf_counter() - start
+        extra: dict = {}  # card data: the two runs, and finding the days before them
+        if contract == CARDS:
+            cards = run_cards(instance, resources, args.window_days)
+            setup += cards.prepare_seconds
+            materialize_seconds, results = cards.run_seconds, [cards.daily, cards.weekly]
+            extra = {"runs": cards.runs, "prepare_cards": cards.prepare_seconds}
+        else:
+            start = time.perf_counter()
+            result = dg.materialize([*ASSETS, *CHECKS], resources=resources, instance=instance)
+            materialize_seconds = time.perf_counter() - start
+            results = [result]
+        result = results[-1]  # the training run: its outputs
         steps = {
             stat.step_key: stat.end_time - stat.start_time
-            for stat in instance.get_run_step_stats(result.run_id)
+            for run in results
+            for stat in instance.get_run_step_stats(run.run_id)
             if stat.start_time is not None and stat.end_time is not None
         }
         report = result.output_for_node("evaluation_report")
         promoted = result.output_for_node("promoted_model")
         model = result.output_for_node("fraud_model")
-        phases = step_phases(instance, result.run_id, promoted["reason"])
+        phases = {
+            key: step
+            for run in results
+            for key, step in step_phases(instance, run.run_id, promoted["reason"]).items()
+        }
     # The XGBoost fits alone, as the variants' nested MLflow runs recorded them: the rest of the
     # `fraud_model` step is the platform's own work around them (features, tracking, the model).
     parent = client.get_run(model.mlflow_run_id)
@@ -166,7 +200,7 @@ def main() -> dict:
         "start_epoch": _T0_EPOCH,
         "total": time.perf_counter() - _T0,
         "peak_rss_mb": peak_mb,
-        "success": result.success,
+        "success": all(run.success for run in results),
         "state_before": before,
         "chosen": model.variant,
         "refit": model.training.get("refit", "off"),
@@ -184,6 +218,7 @@ def main() -> dict:
             },
             **{f"validation_ap_{k}": v for k, v in model.validation_ap.items()},
         },
+        **extra,
     }
     state_word = "warm" if before["production_version"] else "cold"
     print(

@@ -15,6 +15,13 @@ asset checks, no plots, no bundle verification.
 
     python benchmarks/bare_cards_pipeline.py DATA (a .parquet file or a folder of them) OUT_DIR
     python benchmarks/bare_cards_pipeline.py DATA OUT_DIR --dask-workers 2
+    python benchmarks/bare_cards_pipeline.py DATA OUT_DIR --window-days 28
+
+With `--window-days N` the splits are cut from the N days (UTC) ending on the newest
+transaction's day, as the platform's weekly `transaction_splits` cuts a week's model
+(`FRAUD_TRAINING_WINDOW_DAYS`); the features are still computed on every day, and the served
+state's history still comes from the retention before the newest transaction. The default is the
+whole span of the data: every day, the same splits as without the option.
 
 With `--dask-workers N` the heavy stages run on a `distributed.LocalCluster` of N worker
 processes of one thread each, through the platform's Dask path as it is
@@ -45,7 +52,7 @@ from bare_pipeline import fit, fit_variant  # noqa: E402
 from sklearn.ensemble import IsolationForest  # noqa: E402
 from sklearn.metrics import average_precision_score, roc_auc_score  # noqa: E402
 
-from fraud_core.cards.definition import COLUMNS, DEFAULT, LABEL  # noqa: E402
+from fraud_core.cards.definition import COLUMNS, DEFAULT, LABEL, TX_US, US_PER_DAY  # noqa: E402
 from fraud_core.cards.features import compute_features  # noqa: E402
 from fraud_core.cards.schema import conform  # noqa: E402
 from fraud_core.cards.splits import split_cards  # noqa: E402
@@ -65,6 +72,22 @@ def read(data: Path) -> pd.DataFrame:
         raise SystemExit(f"{data}: no .parquet file")
     frames = [pd.read_parquet(path, columns=list(COLUMNS)) for path in files]
     return frames[0] if len(frames) == 1 else pd.concat(frames, ignore_index=True)
+
+
+def window(
+    frame: pd.DataFrame, features: pd.DataFrame, days: int | None
+) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame | None]:
+    """The rows of the `days` days ending on the newest one, their features, and where the
+    served state's history comes from (None: those rows, as when the window is every day)."""
+    tx_us = frame[TX_US].to_numpy(np.int64)
+    if days is None or len(tx_us) == 0:
+        return frame, features, None
+    newest = int(tx_us[-1]) // US_PER_DAY
+    lo = int(np.searchsorted(tx_us, (newest - days + 1) * US_PER_DAY))
+    if lo == 0:
+        return frame, features, None
+    # split_cards keeps the history of the retention before the newest transaction from it.
+    return frame.iloc[lo:], features.iloc[lo:], frame
 
 
 def forest_scores(forest: IsolationForest, x: np.ndarray) -> np.ndarray:
@@ -162,7 +185,12 @@ def main() -> dict[str, Any]:
     parser.add_argument("out_dir", type=Path)
     parser.add_argument("--json", type=Path, help="write timings and metrics here")
     parser.add_argument("--dask-workers", type=int, help="heavy stages on a LocalCluster of N")
+    parser.add_argument(
+        "--window-days", type=int, help="cut the splits from the last N days (default: all)"
+    )
     args = parser.parse_args()
+    if args.window_days is not None and args.window_days < 1:
+        parser.error("--window-days must be at least 1")
     stages: dict[str, float] = {"imports": time.perf_counter() - _T0}
     mark = time.perf_counter()
 
@@ -200,9 +228,17 @@ def main() -> dict[str, Any]:
 
         features = compute_features_dask(frame, DEFAULT, client)
     lap("features")
-    splits, _ = split_cards(frame, features, DEFAULT, VALIDATION_FRACTION, TEST_FRACTION)
-    rows, frauds = len(frame), int(frame[LABEL].sum())
-    del frame, features  # the splits hold copies of the rows they need
+    rows_w, features_w, history_from = window(frame, features, args.window_days)
+    splits, _ = split_cards(
+        rows_w,
+        features_w,
+        DEFAULT,
+        VALIDATION_FRACTION,
+        TEST_FRACTION,
+        history_from=history_from,
+    )
+    rows, frauds, window_rows = len(frame), int(frame[LABEL].sum()), len(rows_w)
+    del frame, features, rows_w, features_w, history_from  # the splits hold copies of their rows
     lap("split")
 
     out = model_local(splits, lap) if client is None else model_dask(splits, client, lap)
@@ -238,6 +274,8 @@ def main() -> dict[str, Any]:
         "client_idle_rss_mb": idle.get("client"),
         "rows": rows,
         "frauds": frauds,
+        "window_days": args.window_days,
+        "window_rows": window_rows,
         "split_rows": {name: len(part) for name, part in splits.items()},
         "chosen": out["chosen"],
         "refit": "train+validation",

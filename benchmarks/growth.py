@@ -2,6 +2,7 @@
 
     python benchmarks/growth.py [--scales 1 2 4 8] [--dask-workers 1 2] [--sides bare platform]
     python benchmarks/growth.py --scales 0.02 0.05 --dask-workers 1 2      # a quick smoke run
+    python benchmarks/growth.py --scales 1 --window-days 28    # the weekly model's 28-day window
     python benchmarks/growth.py --report run1.json run2.json   # the tables of earlier --json runs
 
 Scale k is k Handbook-sized populations of the simulator (`fraud_core.cards.synthetic.generate`,
@@ -13,7 +14,14 @@ population that much smaller. Each size is written once, untimed, as one Parquet
 folder under `--cache` (reruns reuse it). Then, at each size, each in a fresh process:
 
 - bare: `bare_cards_pipeline.py` on that file;
-- platform: `_platform_run.py --contract cards`, every asset and check on a new state folder.
+- platform: `_platform_run.py --contract cards` on a new state folder, `make materialize`'s path:
+  every day of the data in one `daily_cards_job` run (`labelled_transactions`,
+  `card_transactions`: loading and validation, `card_features`), then `weekly_retrain_job` of
+  the newest day's week (`transaction_splits` and the chain to `promoted_model`, with its checks).
+
+`--window-days N` (both sides) cuts the splits from the last N days of features, as the weekly
+model's `FRAUD_TRAINING_WINDOW_DAYS` does; by default every day of the data (the same work on
+both sides as before the weekly chain).
 
 The table: rows, wall clock and peak RSS of each side, their ratios, seconds per million rows
 (the linearity check) and test AP, with the 1-minute load average during each run; then seconds
@@ -154,22 +162,23 @@ def run_side(argv: list[str], json_path: Path, env: dict[str, str]) -> dict[str,
     return report
 
 
-def side_argv(side: str, data: Path, out: Path) -> list[str]:
+def side_argv(side: str, data: Path, out: Path, window_days: int | None = None) -> list[str]:
+    window = [] if window_days is None else ["--window-days", str(window_days)]
     if side == "bare":
-        return [str(HERE / "bare_cards_pipeline.py"), str(data), str(out / "bare_models")]
-    return [str(HERE / "_platform_run.py"), str(data), str(out / "state"), "--contract", "cards"]
+        return [str(HERE / "bare_cards_pipeline.py"), str(data), str(out / "bare_models"), *window]
+    platform = [str(HERE / "_platform_run.py"), str(data), str(out / "state")]
+    return [*platform, "--contract", "cards", *window]
 
 
-def warm_up(
-    tmp: Path, cache: Path, seed: int, env: dict[str, str], sides: list[str], dask: bool
-) -> None:
+def warm_up(tmp: Path, args: argparse.Namespace, env: dict[str, str], sides: list[str]) -> None:
     """One untimed run of each side (and of a Dask run) on a small set: fills the byte-code
     cache of `env`, which the workers of a LocalCluster use too."""
     start = time.perf_counter()
-    data, _ = data_dir(cache, WARMUP_SCALE, seed)
-    runs = {side: side_argv(side, data, tmp / f"warmup-{side}") for side in sides}
-    if dask:
-        runs["dask"] = [*side_argv("bare", data, tmp / "warmup-dask"), "--dask-workers", "1"]
+    data, _ = data_dir(args.cache, WARMUP_SCALE, args.seed)
+    days = args.window_days
+    runs = {side: side_argv(side, data, tmp / f"warmup-{side}", days) for side in sides}
+    if args.dask_workers:
+        runs["dask"] = [*side_argv("bare", data, tmp / "warmup-dask", days), "--dask-workers", "1"]
     for name, argv in runs.items():
         run_child(argv, tmp / f"warmup-{name}.json", env)
     print(f"byte-code cache filled by untimed runs in {time.perf_counter() - start:.1f}s")
@@ -267,6 +276,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dask-workers", type=int, nargs="*", default=[])
     parser.add_argument("--seed", type=int, default=42, help="the first population's seed")
     parser.add_argument(
+        "--window-days", type=int, help="both sides: splits of the last N days (default: all)"
+    )
+    parser.add_argument(
         "--cache",
         type=Path,
         default=Path(tempfile.gettempdir()) / "fraud-growth-data",
@@ -285,6 +297,8 @@ def main(argv: list[str] | None = None) -> int:
         return reprint(args.report, args.capacity_rows, args.capacity_hours, args.check)
     if any(s <= 0 for s in args.scales) or any(w < 1 for w in args.dask_workers):
         parser.error("scales must be positive and worker counts at least 1")
+    if args.window_days is not None and args.window_days < 1:
+        parser.error("--window-days must be at least 1")
     sides = args.sides or ["bare", "platform"]
     scales = sorted(set(args.scales))
     print(f"load average at start: {', '.join(f'{v:.2f}' for v in os.getloadavg())}")
@@ -305,13 +319,14 @@ def main(argv: list[str] | None = None) -> int:
         for name in ("FRAUD_DASK_ADDRESS", "FRAUD_STORAGE_ROOT", "FRAUD_DATA_CONTRACT"):
             env.pop(name, None)
         sets = {scale: data_dir(args.cache, scale, args.seed) for scale in scales}
-        warm_up(tmp, args.cache, args.seed, env, sides, bool(args.dask_workers))
+        warm_up(tmp, args, env, sides)
         for scale, (data, summary) in sets.items():
             size: dict[str, Any] = {**summary, "scale": scale, "load": {}}
             sizes.append(size)
             for side in sides:
                 out = tmp / f"x{scale:g}-{side}"
-                report = run_side(side_argv(side, data, out), tmp / f"x{scale:g}-{side}.json", env)
+                argv_ = side_argv(side, data, out, args.window_days)
+                report = run_side(argv_, tmp / f"x{scale:g}-{side}.json", env)
                 size[side], size["load"][side] = report, report["load_average"]
                 last = report["stdout"].splitlines()[-1] if report["stdout"] else ""
                 print(
@@ -323,7 +338,8 @@ def main(argv: list[str] | None = None) -> int:
         for scale, (data, _) in sets.items():
             for workers in args.dask_workers:
                 name = f"x{scale:g}-dask{workers}"
-                argv_ = [*side_argv("bare", data, tmp / name), "--dask-workers", str(workers)]
+                bare = side_argv("bare", data, tmp / name, args.window_days)
+                argv_ = [*bare, "--dask-workers", str(workers)]
                 report = run_side(argv_, tmp / f"{name}.json", env)
                 report["scale"] = scale
                 dask.append(report)

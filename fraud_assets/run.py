@@ -18,12 +18,12 @@ import re
 import sys
 import uuid
 from collections.abc import Iterable, Mapping
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, TextIO
 
 import dagster as dg
 
-from fraud_core.contracts import CARDS
+from fraud_core.contracts import CARDS, KAGGLE
 
 if TYPE_CHECKING:
     from dagster_shared.error import SerializableErrorInfo
@@ -186,29 +186,39 @@ def training_job(contract: str | None = None) -> dg.JobDefinition:
 
 
 def card_days(data_source: Any) -> tuple[str, str]:
-    """The first and last day (UTC) of the card data, within the daily partitions.
+    """The days `make materialize` ingests: from the data's first day (UTC) to the end of its
+    newest day's week, within the daily partitions (a day without rows is stored empty, and the
+    weekly model then knows the week's days were all brought in).
 
-    Raises ValueError naming the folder when no transaction has a readable time: the daily run
-    would only report the same (`card_transactions` names the bad columns and lines).
+    Raises ValueError naming the folder when the data cannot be read or validated (the same
+    problems `card_transactions` would name, by column and line).
     """
-    from fraud_assets.defs.assets.daily import DAILY
-    from fraud_assets.defs.assets.data import card_dates
+    from fraud_assets.defs.assets.daily import DAILY, day_keys
+    from fraud_assets.defs.assets.weekly import WEEKLY
+    from fraud_core.cards import definition as card_def
+    from fraud_core.cards import schema as card_schema
     from fraud_core.data import DataError
 
     try:
-        dates = card_dates(data_source.load().frame)
-    except DataError as exc:
-        raise ValueError(str(exc)) from exc
-    if dates is None:
-        raise ValueError(f"{data_source.data_dir}: no card transaction with a readable tx_datetime")
-    first = max(dates[0], DAILY.get_first_partition_key() or dates[0])
-    last = min(dates[1], DAILY.get_last_partition_key() or dates[1])
-    if first > last:
+        canonical = card_schema.conform(data_source.load().frame)
+    except (DataError, ValueError) as exc:
+        raise ValueError(f"{data_source.data_dir}: {exc}") from exc
+    if not len(canonical):
+        raise ValueError(f"{data_source.data_dir}: no card transactions")
+    tx_us = canonical[card_def.TX_US].to_numpy()
+    first, newest = (str(d) for d in day_keys(tx_us[[0, -1]]))
+    week = WEEKLY.get_partition_key_for_timestamp(
+        datetime.fromisoformat(newest).replace(tzinfo=UTC).timestamp()
+    )
+    week_end = WEEKLY.time_window_for_partition_key(week).end.date() - timedelta(days=1)
+    start = max(first, DAILY.get_first_partition_key() or first)
+    end = min(week_end.isoformat(), DAILY.get_last_partition_key() or newest)
+    if start > end:
         raise ValueError(
-            f"{data_source.data_dir}: the transactions ({dates[0]} … {dates[1]}) fall on no "
+            f"{data_source.data_dir}: the transactions ({first} … {newest}) fall on no "
             f"daily partition ({DAILY.get_first_partition_key()} … yesterday)"
         )
-    return first, last
+    return start, end
 
 
 def run_cards(instance: dg.DagsterInstance, out: TextIO, dagster_log_level: str) -> int:
@@ -223,8 +233,7 @@ def run_cards(instance: dg.DagsterInstance, out: TextIO, dagster_log_level: str)
     except ValueError as exc:
         print(f"\nRun failed, production unchanged: {exc}", file=out, flush=True)
         return 1
-    days = f"{first} … {last}"
-    print(f"daily_cards_job for the days {days}: one run", file=out, flush=True)
+    print(f"daily_cards_job for the days {first} … {last}: one run", file=out, flush=True)
     tags = {"dagster/asset_partition_range_start": first, "dagster/asset_partition_range_end": last}
     daily = execute(defs.resolve_job_def("daily_cards_job"), instance, out, dagster_log_level, tags)
     print(f"Dagster run {daily.run_id}", file=out)
@@ -233,7 +242,7 @@ def run_cards(instance: dg.DagsterInstance, out: TextIO, dagster_log_level: str)
     week = WEEKLY.get_partition_key_for_timestamp(
         datetime.fromisoformat(last).replace(tzinfo=UTC).timestamp()
     )
-    print(f"\nweekly_retrain_job for the week {week} (its newest day: {last})", file=out)
+    print(f"\nweekly_retrain_job for the week {week} (to {last})", file=out)
     weekly = execute(
         defs.resolve_job_def("weekly_retrain_job"),
         instance,
@@ -301,8 +310,12 @@ def main(argv: Iterable[str] | None = None, out: TextIO = sys.stdout) -> int:
     )
     args = parser.parse_args(list(argv) if argv is not None else None)
     from fraud_assets.defs.resources import default_resources
+    from fraud_core.data import DataError
 
-    contract = default_resources()["data_source"].current_contract()
+    try:
+        contract = default_resources()["data_source"].current_contract()
+    except DataError:  # an unreadable file: the run reports it (raw_transactions names it)
+        contract = KAGGLE
     with _instance() as instance:
         if contract == CARDS:
             print(

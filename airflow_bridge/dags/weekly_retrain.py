@@ -15,10 +15,11 @@ through the Dagster webserver's GraphQL API and follows it. Airflow never import
 | `notify` | always runs: Slack and e-mail say what ran, the decision, the metrics and the links |
 
 **Card data.** There `weekly_retrain_job` is partitioned by week: every stage runs as the
-partition of the week that ended when the run's data interval did (Sunday 02:00 trains the
-Sunday-to-Saturday week just over), and `validate_data` first materializes that week's days
-(`daily_cards_job`, one run: the labels sent back, `card_transactions`, `card_features`) so the
-week's window of features is complete; its own run is then the week's `transaction_splits`.
+partition of the newest week that had ended when the run's data interval did (Sunday 02:00 UTC
+trains the Sunday-to-Saturday week just over), and `validate_data` first materializes that
+week's window of days (`FRAUD_TRAINING_WINDOW_DAYS`, one `daily_cards_job` run: the labels sent
+back, `card_transactions`, `card_features`) so its features are complete and late labels count;
+its own run is then the week's `transaction_splits`.
 
 **What the states mean.** A failed blocking check fails its stage with
 `blocked by check_...: <reason>`; the later stages are `upstream_failed`. "Kept production" is a

@@ -24,6 +24,8 @@ CARD_PRECISION_K = DEFAULT_K
 #: The first day a daily partition of the card contract may hold (the Handbook's data starts
 #: 2018-04-01); the partitions run up to yesterday (UTC).
 PARTITIONS_START = "2018-01-01"
+#: The Sunday that starts the week of PARTITIONS_START (the weekly model's first week).
+WEEKS_START = "2017-12-31"
 #: Days of features the weekly card model trains, validates and tests on: the newest ones.
 TRAINING_WINDOW_DAYS = 28
 

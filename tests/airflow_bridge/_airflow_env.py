@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
 from email import policy
 from email.message import EmailMessage
 from email.parser import BytesParser
@@ -26,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from airflow_bridge import config, dagster_poller, message, pipeline
-from airflow_bridge.dagster_client import RunReport, RunState
+from airflow_bridge.dagster_client import JobShape, RunReport, RunState
 from airflow_bridge.pipeline import StageFailed, StageOutcome
 
 # Not tests.conftest's: the dag.test() subprocess imports this module, and that one pulls in the
@@ -143,6 +144,8 @@ def stage_report(stage: str, run_id: str, end: str, decision: str = "promoted") 
             }
         },
     }
+    if stage == "days":  # the card contract's days, before validate_data's own run
+        return RunReport(run_id, "SUCCESS", url, materializations={"card_features": {"days": 28}})
     return RunReport(run_id, "SUCCESS", url, materializations=materializations[stage])
 
 
@@ -179,6 +182,22 @@ class FakeDagster:
     runs: list[_Run] = field(default_factory=list)
     launches: list[dict[str, Any]] = field(default_factory=list)
     url: str = DAGSTER_URL
+    #: The card contract's code location: the weekly job by week, its days by day.
+    cards: bool = False
+
+    def job_shape(self, job_name: str) -> JobShape:
+        if not self.cards:
+            return JobShape(frozenset(a for stage in pipeline.STAGES for a in stage.assets))
+        today = datetime.now(UTC).date()
+        if job_name == "daily_cards_job":
+            days = (today - date(2018, 1, 1)).days  # up to yesterday, as Dagster's
+            keys = [(date(2018, 1, 1) + timedelta(days=n)).isoformat() for n in range(days)]
+            assets = {"labelled_transactions", "card_transactions", "card_features"}
+            return JobShape(frozenset(assets), tuple(keys))
+        weeks = (today - date(2017, 12, 31)).days // 7 + 1  # the week under way included
+        keys = [(date(2017, 12, 31) + timedelta(weeks=n)).isoformat() for n in range(weeks)]
+        chain = {"transaction_splits", "anomaly_scores", "fraud_model", "evaluation_report"}
+        return JobShape(frozenset({*chain, "promoted_model"}), tuple(keys))
 
     def __enter__(self) -> FakeDagster:
         return self

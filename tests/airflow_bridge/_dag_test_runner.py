@@ -32,7 +32,9 @@ def run_scenario(scenario: dict[str, Any]) -> dict[str, Any]:
 
     os.environ.update(scenario.get("env", {}))
     fake = FakeDagster(
-        script=scenario.get("script", {}), decision=scenario.get("decision", "promoted")
+        script=scenario.get("script", {}),
+        decision=scenario.get("decision", "promoted"),
+        cards=scenario.get("cards", False),
     )
     # The task's client and the trigger's poller (dag.test runs the trigger in this process).
     stage_operator.dagster_client = lambda: fake  # type: ignore[assignment,return-value]

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from datetime import UTC, datetime
+from zoneinfo import ZoneInfo
 
 import pytest
 
@@ -26,19 +27,25 @@ SUNDAY = datetime(2018, 6, 3, 2, 0, tzinfo=UTC)
 
 def test_a_sunday_run_trains_the_week_that_ended_at_midnight() -> None:
     assert weeks.week_of(WEEKS, SUNDAY) == "2018-05-27"
-    # A manual run on a Wednesday: the week under way, up to yesterday.
-    assert weeks.week_of(WEEKS, datetime(2018, 6, 6, 9, tzinfo=UTC)) == "2018-06-03"
+    # A manual run on a Wednesday, or a run in a zone east of UTC: the last whole week, never
+    # the one under way (the last partition), whose days are not all there.
+    assert weeks.week_of(WEEKS, datetime(2018, 6, 6, 9, tzinfo=UTC)) == "2018-05-27"
+    tokyo = datetime(2018, 6, 3, 2, 0, tzinfo=ZoneInfo("Asia/Tokyo"))  # Saturday 17:00 UTC
+    assert weeks.week_of(WEEKS, tokyo) == "2018-05-20"
     assert weeks.week_of(JobShape(frozenset({"raw_transactions"})), SUNDAY) is None
-    with pytest.raises(DagsterError, match="no partition starting by 2018-05-19"):
+    with pytest.raises(DagsterError, match="no week that ended by 2018-05-20"):
         weeks.week_of(WEEKS, datetime(2018, 5, 20, 2, tzinfo=UTC))
 
 
-def test_the_days_of_a_week_are_those_the_daily_job_has() -> None:
+def test_the_days_brought_in_are_the_window_the_daily_job_has() -> None:
     daily = JobShape(frozenset(), tuple(f"2018-06-0{d}" for d in range(1, 6)))
-    assert weeks.week_days("2018-05-27", daily) == ("2018-06-01", "2018-06-02")
-    assert weeks.week_days("2018-06-03", daily) == ("2018-06-03", "2018-06-05")
+    assert weeks.window_days_of("2018-05-27", daily, 7) == ("2018-06-01", "2018-06-02")
+    assert weeks.window_days_of("2018-06-03", daily, 28) == ("2018-06-01", "2018-06-05")
+    many = JobShape(frozenset(), tuple(f"2018-05-{d:02}" for d in range(1, 32)))
+    # 28 days to the week's Saturday (06-02): from 05-06 on.
+    assert weeks.window_days_of("2018-05-27", many, 28) == ("2018-05-06", "2018-05-31")
     with pytest.raises(DagsterError, match="no partition for a day of the week 2018-06-10"):
-        weeks.week_days("2018-06-10", daily)
+        weeks.window_days_of("2018-06-10", daily, 7)
 
 
 @pytest.fixture(scope="module")
@@ -69,7 +76,7 @@ def test_the_dag_runs_the_week_that_ended_on_card_data(cards_dagster: DagsterSer
     daily = client.job_shape(weeks.DAILY_JOB)
     assert daily.assets == {"labelled_transactions", "card_transactions", "card_features"}
     # Every day of the data first, in one run (`make materialize` does the same).
-    tags = {weeks.RANGE_START_TAG: "2018-04-01", weeks.RANGE_END_TAG: "2018-05-30"}
+    tags = {weeks.RANGE_START_TAG: "2018-04-01", weeks.RANGE_END_TAG: "2018-06-02"}
     backfill = client.launch_run(weeks.DAILY_JOB, tags=tags)
     assert finish(client, cards_dagster, backfill).status == "SUCCESS"
 
@@ -77,7 +84,7 @@ def test_the_dag_runs_the_week_that_ended_on_card_data(cards_dagster: DagsterSer
     week = weeks.week_of(shape, SUNDAY)
     assert week == "2018-05-27"
     days = weeks.launch_days(
-        client, pipeline.VALIDATE, week, dag_id="weekly_retrain", run_id=dag_run
+        client, pipeline.VALIDATE, week, dag_id="weekly_retrain", run_id=dag_run, window_days=28
     )
     assert finish(client, cards_dagster, days).status == "SUCCESS"
     report = client.report(days)
@@ -100,6 +107,6 @@ def test_the_dag_runs_the_week_that_ended_on_card_data(cards_dagster: DagsterSer
     assert outcomes["deploy_if_better"].decision == "promoted"
     # A retry of the validate task follows the same runs instead of launching others.
     again = weeks.launch_days(
-        client, pipeline.VALIDATE, week, dag_id="weekly_retrain", run_id=dag_run
+        client, pipeline.VALIDATE, week, dag_id="weekly_retrain", run_id=dag_run, window_days=28
     )
     assert again == days

@@ -15,7 +15,7 @@ import sys
 import textwrap
 import threading
 from collections.abc import Iterator
-from datetime import datetime
+from datetime import UTC, date, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -176,7 +176,8 @@ def _smtp_env(box: Mailbox) -> dict[str, str]:
 def dag_runs(
     airflow_template: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[dict[str, Any]]:
-    """Three runs of weekly_retrain in one `dag.test()` process: promoted, blocked, kept."""
+    """Four runs of weekly_retrain in one `dag.test()` process: promoted, blocked, kept, and
+    promoted on the card contract's code location (partitioned by week and by day)."""
     root = tmp_path_factory.mktemp("dag_test")
     home = migrated_home(airflow_template, root / "airflow")
     with (
@@ -194,6 +195,7 @@ def dag_runs(
                 "env": {"FRAUD_SLACK_WEBHOOK_URL": broken_slack.url, **_smtp_env(refusing)},
             },
             "kept": {"decision": "kept production", "env": {}},
+            "cards": {"cards": True, "env": {"FRAUD_TRAINING_WINDOW_DAYS": "35"}},
         }
         (root / "scenarios.json").write_text(json.dumps(list(scenarios.values())))
         proc = subprocess.run(
@@ -250,8 +252,9 @@ def test_promoted_run_launches_each_stage_once_and_notifies(dag_runs: dict[str, 
     assert all(launch["job"] == "weekly_retrain_job" for launch in launches)
     assert launches[0]["tags"]["airflow/run_id"] == run["run_id"]
     assert all(polls >= 2 for polls in run["polls"].values()), run["polls"]
-    # Every stage of the three runs deferred to its trigger (one stage of the blocked run).
-    assert dag_runs["output"].count("[DAG TEST] running trigger in line") == 4 + 1 + 4
+    # Every stage of the four runs deferred to its trigger (one stage of the blocked run; the
+    # card run's validate_data twice, for its days and for its own run).
+    assert dag_runs["output"].count("[DAG TEST] running trigger in line") == 4 + 1 + 4 + 5
 
     deploy = run["xcoms"]["deploy_if_better.return_value"]
     assert deploy["decision"] == "promoted"
@@ -389,3 +392,33 @@ def test_airflow_dags_test_runs_the_tasks_and_notify_reports_the_failure(
         text = _slack_text(slack)
     assert "FAILED AT VALIDATE_DATA" in text.upper()
     assert "validate_data: failed: DagsterError: GraphQL error from" in text
+
+
+@pytest.mark.slow
+def test_card_data_brings_in_the_weeks_days_then_runs_each_stage_as_that_week(
+    dag_runs: dict[str, Any],
+) -> None:
+    run = dag_runs["cards"]
+    assert run["state"] == "success", (run["task_states"], run["xcoms"], run["launches"])
+    assert run["task_states"] == dict.fromkeys(TASKS, "success")
+    launches = run["launches"]
+    key = f"airflow:weekly_retrain:{run['run_id']}"
+    # validate_data's first run: the days of the window (35 days to the week's Saturday).
+    days = launches[0]
+    assert days["job"] == "daily_cards_job" and days["key"] == f"{key}:validate_data:days"
+    start = date.fromisoformat(days["tags"]["dagster/asset_partition_range_start"])
+    end = date.fromisoformat(days["tags"]["dagster/asset_partition_range_end"])
+    assert (end - start).days == 34 and end.weekday() == 5  # a Saturday, 35 days
+    # The week: the newest Sunday-to-Saturday one that had ended when the run started.
+    week = (end - timedelta(days=6)).isoformat()
+    assert end < datetime.now(UTC).date() <= end + timedelta(days=7)
+    assert [launch["assets"] for launch in launches[1:]] == [
+        ["transaction_splits"],
+        ["anomaly_scores", "fraud_model"],
+        ["evaluation_report"],
+        ["promoted_model"],
+    ]
+    assert [launch["key"] for launch in launches[1:]] == [f"{key}:{stage}" for stage in STAGES]
+    assert all(launch["job"] == "weekly_retrain_job" for launch in launches[1:])
+    assert all(launch["tags"]["dagster/partition"] == week for launch in launches[1:])
+    assert run["xcoms"]["deploy_if_better.return_value"]["decision"] == "promoted"

@@ -100,6 +100,9 @@ def deployment(
             FRAUD_PREDICTION_LOG_URL=database,
             FRAUD_FEATURE_STATE=REDIS_URL,
             FRAUD_FEATURE_STATE_PREFIX=prefix,
+            # Slower than the 0.2 s default: a row scored by one replica stays in its queue long
+            # enough for a label sent at once to the other to find it not yet written.
+            FRAUD_PREDICTION_LOG_FLUSH_INTERVAL_S=str(FLUSH_INTERVAL_S),
         )
         fleet = stack.enter_context(
             serving(root, env, workers=WORKERS, start_timeout_s=START_TIMEOUT_S,
@@ -159,6 +162,7 @@ def test_the_one_address_is_answered_by_both_replicas(deployment: Deployment) ->
 
 
 CUSTOMER, TERMINAL = "c-replicas", "t-replicas"
+FLUSH_INTERVAL_S = 1.0
 DELAY_H = DEFAULT.delay_days * 24.0
 SCORE = "/transactions/score?features=true"
 
@@ -295,6 +299,22 @@ def hammer(url: str, name: str, stop: threading.Event, out: list[Answer]) -> Non
             version, threshold = body.get("model_version"), body.get("threshold")
             out.append(Answer(started, time.monotonic(), status, tid, version, threshold, error))
             n += 1
+
+
+def test_a_label_sent_at_once_to_the_other_replica_is_stored(deployment: Deployment) -> None:
+    fleet, database = deployment.fleet, deployment.database
+    record = card_transaction(
+        "race-0", at(DELAY_H + 30), customer_id="c-race", terminal_id=TERMINAL
+    )
+    scored = fleet.post_on(0, SCORE, record)
+    assert scored.status_code == 200, scored.text
+    # Replica 0 writes the row within a flush interval (1 s); the label reaches replica 1 now.
+    label = fleet.post_on(1, "/feedback", {"transaction_id": "race-0", "label": "legit"})
+    assert label.status_code == 201, label.text
+    assert until_logged(database, "race-", 1) == {"race-0": scored.json()["model_version"]}
+    # An id nobody scored is still a 404, after the second look.
+    unknown = fleet.post_on(1, "/feedback", {"transaction_id": "race-none", "label": "legit"})
+    assert unknown.status_code == 404, unknown.text
 
 
 def test_both_replicas_swap_to_a_new_model_together_without_a_failed_request(

@@ -31,8 +31,9 @@ from fraud_core.data import Splits
 from fraud_core.store import ModelStore
 from tests.conftest import make_resources
 
-#: The synthetic set's days (SMALL_CARDS: 60 days from 2018-04-01); its last day is a Wednesday.
-FIRST, LAST = "2018-04-01", "2018-05-30"
+#: The synthetic set's days (SMALL_CARDS: 60 days from 2018-04-01); its last day is a Wednesday,
+#: and the days brought in run to the end of its week (the Saturday, stored empty).
+FIRST, LAST, SATURDAY = "2018-04-01", "2018-05-30", "2018-06-02"
 WEEK = "2018-05-27"
 
 
@@ -53,8 +54,8 @@ def test_make_materialize_runs_every_day_then_the_newest_week(
     out = io.StringIO()
     assert run.main([], out=out) == 0, out.getvalue()[-3000:]
     text = out.getvalue()
-    assert f"daily_cards_job for the days {FIRST} … {LAST}: one run" in text
-    assert f"weekly_retrain_job for the week {WEEK} (its newest day: {LAST})" in text
+    assert f"daily_cards_job for the days {FIRST} … {SATURDAY}: one run" in text
+    assert f"weekly_retrain_job for the week {WEEK} (to {SATURDAY})" in text
     assert "Decision: promoted (challenger " in text
     for check in ("check_transaction_splits_min_frauds", "check_evaluation_report_quality_floor"):
         assert f"[check] {check} passed" in text
@@ -62,7 +63,7 @@ def test_make_materialize_runs_every_day_then_the_newest_week(
 
     storage = Path(os.environ["DAGSTER_HOME"]) / "storage"
     io_manager = ParquetIOManager(root=str(storage))
-    days = [str(d) for d in np.arange(np.datetime64(FIRST), np.datetime64(LAST) + 1)]
+    days = [str(d) for d in np.arange(np.datetime64(FIRST), np.datetime64(SATURDAY) + 1)]
     # Every day of the folder is a partition, from one run; the weekly chain is one week.
     assert io_manager.partitions_written(dg.AssetKey("card_features")) == days
     for name in ("transaction_splits", "fraud_model", "evaluation_report", "promoted_model"):
@@ -72,7 +73,7 @@ def test_make_materialize_runs_every_day_then_the_newest_week(
         weekly = instance.get_run_by_id(weekly_run)
         assert daily is not None and weekly is not None
         assert daily.tags["dagster/asset_partition_range_start"] == FIRST
-        assert daily.tags["dagster/asset_partition_range_end"] == LAST
+        assert daily.tags["dagster/asset_partition_range_end"] == SATURDAY
         assert weekly.tags["dagster/partition"] == WEEK
     # The 28 days ending on the newest day (2018-05-03 … 05-30), cut as 8 / 7 / 3 / 7 / 3 days.
     splits = _splits(storage, WEEK)
@@ -95,8 +96,30 @@ def test_make_materialize_runs_every_day_then_the_newest_week(
     expected = features.set_index("transaction_id").loc[test_day["transaction_id"], names]
     assert np.array_equal(test_day[names].to_numpy(), expected.to_numpy())
 
-    production = ModelStore(Path(os.environ["FRAUD_MODELS_DIR"])).load_production(verify=True)
+    store = ModelStore(Path(os.environ["FRAUD_MODELS_DIR"]))
+    production = store.load_production(verify=True)
     assert production is not None and production.contract == "cards"
+    # Trained on train + validation: through the last validation day, 2018-05-20.
+    through = np.datetime64(production.manifest["trained_through_us"], "us")
+    assert str(through.astype("datetime64[D]")) == "2018-05-20"
+
+    # A backtest of an older week (test days 05-03 … 05-05) is evaluated, never published:
+    # the champion learnt from its test rows.
+    job = build_defs("cards").resolve_job_def("weekly_retrain_job")
+    with dg.DagsterInstance.from_config(os.environ["DAGSTER_HOME"]) as instance:
+        older = job.execute_in_process(instance=instance, partition_key="2018-04-29")
+    assert older.success
+    (event,) = [
+        e
+        for e in older.get_asset_materialization_events()
+        if e.asset_key.path == ["promoted_model"]
+    ]
+    meta = event.materialization.metadata
+    assert meta["decision"].value == "kept production"
+    assert "was trained on transactions up to 2018-05-20, inside this test period" in str(
+        meta["reason"].value
+    )
+    assert store.current_version() == production.version
 
 
 def _at(storage: Path, asset: str, partition: str) -> tuple[object, str]:
@@ -104,13 +127,13 @@ def _at(storage: Path, asset: str, partition: str) -> tuple[object, str]:
     return fs, f"{storage}/{asset}/{partition}"
 
 
-def _daily_backfill(tmp_path: Path) -> dict[str, object]:
+def _daily_backfill(tmp_path: Path, last: str = SATURDAY) -> dict[str, object]:
     resources = make_resources(tmp_path, contract="cards")
     defs = build_defs("cards")
     daily = dg.Definitions(
         assets=defs.assets, asset_checks=defs.asset_checks, jobs=defs.jobs, resources=resources
     )
-    tags = {"dagster/asset_partition_range_start": FIRST, "dagster/asset_partition_range_end": LAST}
+    tags = {"dagster/asset_partition_range_start": FIRST, "dagster/asset_partition_range_end": last}
     result = daily.resolve_job_def("daily_cards_job").execute_in_process(tags=tags)
     assert result.success
     return {"defs": daily, "resources": resources}
@@ -132,14 +155,26 @@ def test_a_day_missing_from_the_window_fails_the_week_naming_it(tmp_path: Path) 
     assert ModelStore(tmp_path / "models").load_production() is None
 
 
-def test_a_week_without_data_fails_naming_the_week(tmp_path: Path) -> None:
-    backfill = _daily_backfill(tmp_path)
+def test_a_week_whose_days_were_not_all_brought_in_fails_naming_them(tmp_path: Path) -> None:
+    # Brought in up to Friday 2018-06-08 only: the next week's Saturday 06-09 is missing.
+    backfill = _daily_backfill(tmp_path, last="2018-06-08")
     job = backfill["defs"].resolve_job_def("weekly_retrain_job")  # type: ignore[attr-defined]
-    result = job.execute_in_process(partition_key="2018-06-10", raise_on_error=False)
+    result = job.execute_in_process(partition_key="2018-06-03", raise_on_error=False)
     assert not result.success
     (failure,) = [e for e in result.all_events if e.is_step_failure]
     message = failure.step_failure_data.user_failure_data.description
-    assert "no card_features for the week 2018-06-10 (2018-06-10 … 2018-06-16)" in message
+    assert "card_features lacks 1 day(s) of the week 2018-06-03: 2018-06-09." in message
+    # Every day stored, none with a transaction (the data ends 05-30): a week without data.
+    tags = {
+        "dagster/asset_partition_range_start": "2018-06-09",
+        "dagster/asset_partition_range_end": "2018-06-09",
+    }
+    daily = backfill["defs"].resolve_job_def("daily_cards_job")  # type: ignore[attr-defined]
+    assert daily.execute_in_process(tags=tags).success
+    result = job.execute_in_process(partition_key="2018-06-03", raise_on_error=False)
+    (failure,) = [e for e in result.all_events if e.is_step_failure]
+    message = failure.step_failure_data.user_failure_data.description
+    assert "no card_features for the week 2018-06-03 (2018-06-03 … 2018-06-09)" in message
 
 
 def test_a_week_reads_only_the_days_its_window_and_history_reach() -> None:

@@ -184,6 +184,8 @@ def card_dates(frame: pd.DataFrame) -> tuple[str, str] | None:
         if pd.api.types.is_datetime64_any_dtype(values)
         else pd.to_datetime(values, utc=True, format="ISO8601", errors="coerce")
     )
+    if getattr(times.dt, "tz", None) is not None:
+        times = times.dt.tz_convert("UTC")  # the days are UTC days, as the partitions' are
     if not times.notna().any():
         return None
     return str(times.min().date()), str(times.max().date())

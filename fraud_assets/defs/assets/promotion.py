@@ -3,12 +3,14 @@
 from typing import Any
 
 import dagster as dg
+import numpy as np
 
 from fraud_assets.defs import constants
 from fraud_assets.defs.assets._metadata import table
 from fraud_assets.defs.assets.model import EvaluationReport, TrainedModel
 from fraud_assets.defs.resources import MlflowTracking, ModelStoreResource, PromotionRules
-from fraud_core.bundle import BundleError
+from fraud_core.bundle import BundleError, FraudModel
+from fraud_core.cards.definition import TX_US
 from fraud_core.cards.evaluate import card_precision_top_k
 from fraud_core.cards.splits import features_under
 from fraud_core.contracts import CARDS
@@ -85,6 +87,12 @@ def promoted_model(
         contract=splits.contract,
     )
     decision.reason += note
+    overlap = _trained_into_test(champion, splits)
+    if overlap:
+        # A backtest of an older week: the champion learnt from these test rows, so the
+        # comparison says nothing, and an older model never replaces a newer one.
+        decision.promote = False
+        decision.reason = f"kept production: {overlap}"
     context.log.info(decision.reason)
     tags: dict[str, Any] = {
         "promotion_decision": "promoted" if decision.promote else "kept_production",
@@ -111,6 +119,8 @@ def promoted_model(
                 "registered_model": registered,
                 "data_fingerprint": fraud_model.data_fingerprint,
                 "data_source": fraud_model.data_source,
+                # Cards: the newest transaction it learnt from (the refit's train + validation).
+                **_trained_through(splits),
                 "variant": fraud_model.variant,
                 "threshold_policy": fraud_model.threshold_policy["kind"],
                 "training": fraud_model.training,
@@ -147,6 +157,32 @@ def promoted_model(
         {**decision.as_dict(), "production_version": production_version, **registered},
         metadata=metadata,
     )
+
+
+def _trained_through(splits: Splits) -> dict[str, int]:
+    if splits.contract != CARDS or not len(splits.validation):
+        return {}
+    newest = max(int(part[TX_US].max()) for part in (splits.train, splits.validation) if len(part))
+    return {"trained_through_us": newest}
+
+
+def _trained_into_test(champion: FraudModel | None, splits: Splits) -> str | None:
+    """Why the champion cannot be judged on these test rows (None: it can)."""
+    if champion is None or splits.contract != CARDS or not len(splits.test):
+        return None
+    through = champion.manifest.get("trained_through_us")
+    test_from = int(splits.test[TX_US].min())
+    if through is None or int(through) < test_from:
+        return None
+    return (
+        f"production {champion.version} was trained on transactions up to "
+        f"{_day(int(through))}, inside this test period (from {_day(test_from)}): an older "
+        "week's model is evaluated, not published"
+    )
+
+
+def _day(tx_us: int) -> str:
+    return str(np.datetime64(tx_us, "us").astype("datetime64[D]"))
 
 
 def _headline(figures: dict[str, float]) -> dict[str, float]:

@@ -17,14 +17,16 @@ import numpy as np
 import pandas as pd
 
 from fraud_assets.defs import constants
+from fraud_assets.defs.assets.daily import DAILY
 from fraud_assets.defs.assets.data import SplitConfig, card_splits_output
 from fraud_assets.defs.assets.model import anomaly_scores, evaluation_report, fraud_model
 from fraud_assets.defs.assets.promotion import promoted_model
 from fraud_core.cards import definition as card_def
 from fraud_core.cards.splits import split_cards
 
+#: Sunday to Saturday; the first week is the one holding the first daily partition.
 WEEKLY = dg.WeeklyPartitionsDefinition(
-    start_date=constants.PARTITIONS_START, timezone="UTC", end_offset=1
+    start_date=constants.WEEKS_START, timezone="UTC", end_offset=1
 )
 #: Days behind a week's newest transaction that the served state's history holds.
 RETENTION_DAYS = math.ceil(constants.FEATURES.retention_us / card_def.US_PER_DAY)
@@ -85,6 +87,18 @@ def window_splits(
     window = context.partition_time_window
     start, end = (_day(t.date().isoformat()) for t in (window.start, window.end))
     week_days = _days(start, end - 1)
+    # Every day of the week up to yesterday must be stored, empty or not (`daily_cards_job`
+    # writes a partition for each day of its range): a week without its Saturday, say, would
+    # otherwise train on a window that ends a day early.
+    yesterday = DAILY.get_last_partition_key() or week_days[-1]
+    unstored = [k for k in week_days if k <= yesterday and k not in card_features]
+    if unstored:
+        raise dg.Failure(
+            description=f"card_features lacks {len(unstored)} day(s) of the week {week}: "
+            f"{', '.join(unstored)}. Materialize daily_cards_job for them first (its daily "
+            "schedule does, or `make materialize`)",
+            metadata={"missing_days": dg.MetadataValue.json(unstored)},
+        )
     present = [k for k in week_days if len(card_features.get(k, ()))]
     if not present:
         raise dg.Failure(
