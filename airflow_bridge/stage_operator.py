@@ -20,7 +20,7 @@ from airflow.sdk.exceptions import AirflowFailException, AirflowNotFoundExceptio
 
 from airflow_bridge import config, pipeline, weeks
 from airflow_bridge.dagster_client import DagsterClient
-from airflow_bridge.dagster_results import DagsterError
+from airflow_bridge.dagster_results import DagsterError, JobShape
 from airflow_bridge.triggers import DagsterRunTrigger
 
 #: Airflow's own backstop past the stage limit, should the trigger never fire (triggerer down).
@@ -100,14 +100,7 @@ class DagsterStageOperator(BaseOperator):
                     )
                     method = "days_complete"
                 else:
-                    run_id = pipeline.launch(
-                        client,
-                        self.stage,
-                        dag_id=ti.dag_id,
-                        run_id=ti.run_id,
-                        shape=shape,
-                        partition_key=week,
-                    )
+                    run_id = self._launch(client, ti, shape, week)
                     method = "execute_complete"
                 url = client.url
         except DagsterError as exc:
@@ -126,14 +119,7 @@ class DagsterStageOperator(BaseOperator):
                 shape = client.job_shape(pipeline.JOB_NAME)
                 week = weeks.week_of(shape, _interval_end(context))
                 self.log.info("the days of week %s are in: run %s", week, days.dagster_run_id)
-                run_id = pipeline.launch(
-                    client,
-                    self.stage,
-                    dag_id=ti.dag_id,
-                    run_id=ti.run_id,
-                    shape=shape,
-                    partition_key=week,
-                )
+                run_id = self._launch(client, ti, shape, week)
                 url = client.url
         except pipeline.StageFailed as exc:
             ti.xcom_push("return_value", exc.outcome.as_xcom())
@@ -142,6 +128,12 @@ class DagsterStageOperator(BaseOperator):
             self._keep_failure(ti, exc)
             raise
         self._follow(run_id, url, time.time(), "execute_complete")
+
+    def _launch(self, client: DagsterClient, ti: Any, shape: JobShape, week: str | None) -> str:
+        """The stage's own run: its assets the job holds, of `week` where the job has weeks."""
+        return pipeline.launch(
+            client, self.stage, dag_id=ti.dag_id, run_id=ti.run_id, shape=shape, partition_key=week
+        )
 
     def _follow(self, run_id: str, url: str, started_at: float, method: str) -> None:
         self.log.info("following Dagster run %s in the triggerer: %s/runs/%s", run_id, url, run_id)

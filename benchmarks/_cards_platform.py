@@ -1,6 +1,6 @@
 """The card contract's platform side of `_platform_run.py` and `growth.py`: make materialize's path.
 
-`fraud_assets.run.run_cards` as a benchmark runs it: the days to ingest (`card_days`, the same
+`fraud_assets.run_cards.run_cards` as a benchmark runs it: the days to ingest (`card_days`, the same
 function: from the data's first day to its newest, or to the end of the newest day's week where
 `card_days` says so), every day in one `daily_cards_job` run (`labelled_transactions`,
 `card_transactions`, `card_features`; a range of days is one run, BackfillPolicy.single_run), then
@@ -48,7 +48,7 @@ def run_cards(instance: Any, resources: dict[str, Any], window_days: int | None)
 
     from fraud_assets.definitions import build_defs
     from fraud_assets.defs.assets.weekly import WEEKLY
-    from fraud_assets.run import card_days
+    from fraud_assets.run_cards import card_days
     from fraud_core.contracts import CARDS
 
     start = time.perf_counter()

@@ -23,9 +23,9 @@ each Dagster step (from the run's step stats, which the instance derives from th
 STEP_SUCCESS events), the phases inside the steps that the event log shows (inputs loaded, outputs
 stored, the promotion decision), the time `materialize` took, the peak resident memory, the test
 metrics and the promotion decision. For card data `materialize` is both runs together, `steps`
-and `phases` hold both runs' steps, the metrics are the weekly run's, `setup` includes finding the
-data's days (`fraud_assets.run.card_days`) and building the code location (`prepare_cards`: those
-alone), and `runs` names the two runs, the week, the window and the days.
+and `phases` hold both runs' steps, the metrics are the weekly run's, `setup` includes finding
+the data's days (`fraud_assets.run_cards.card_days`) and building the code location
+(`prepare_cards`: those alone), and `runs` names the two runs, the week, the window and the days.
 """
 
 import time

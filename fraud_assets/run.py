@@ -18,7 +18,6 @@ import re
 import sys
 import uuid
 from collections.abc import Iterable, Mapping
-from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, TextIO
 
 import dagster as dg
@@ -185,75 +184,6 @@ def training_job(contract: str | None = None) -> dg.JobDefinition:
     return build_defs(contract).resolve_job_def("weekly_retrain_job")
 
 
-def card_days(data_source: Any) -> tuple[str, str]:
-    """The days `make materialize` ingests: from the data's first day (UTC) to the end of its
-    newest day's week, within the daily partitions (a day without rows is stored empty, and the
-    weekly model then knows the week's days were all brought in).
-
-    Raises ValueError naming the folder when the data cannot be read or validated (the same
-    problems `card_transactions` would name, by column and line).
-    """
-    from fraud_assets.defs.assets.daily import DAILY, day_keys
-    from fraud_assets.defs.assets.weekly import WEEKLY
-    from fraud_core.cards import definition as card_def
-    from fraud_core.cards import schema as card_schema
-    from fraud_core.data import DataError
-
-    try:
-        canonical = card_schema.conform(data_source.load().frame)
-    except (DataError, ValueError) as exc:
-        raise ValueError(f"{data_source.data_dir}: {exc}") from exc
-    if not len(canonical):
-        raise ValueError(f"{data_source.data_dir}: no card transactions")
-    tx_us = canonical[card_def.TX_US].to_numpy()
-    first, newest = (str(d) for d in day_keys(tx_us[[0, -1]]))
-    week = WEEKLY.get_partition_key_for_timestamp(
-        datetime.fromisoformat(newest).replace(tzinfo=UTC).timestamp()
-    )
-    week_end = WEEKLY.time_window_for_partition_key(week).end.date() - timedelta(days=1)
-    start = max(first, DAILY.get_first_partition_key() or first)
-    end = min(week_end.isoformat(), DAILY.get_last_partition_key() or newest)
-    if start > end:
-        raise ValueError(
-            f"{data_source.data_dir}: the transactions ({first} … {newest}) fall on no "
-            f"daily partition ({DAILY.get_first_partition_key()} … yesterday)"
-        )
-    return start, end
-
-
-def run_cards(instance: dg.DagsterInstance, out: TextIO, dagster_log_level: str) -> int:
-    """The card contract: every day of the data folder in one run, then the newest week's model."""
-    from fraud_assets.definitions import build_defs
-    from fraud_assets.defs.assets.weekly import WEEKLY
-    from fraud_assets.defs.resources import default_resources
-
-    defs = build_defs(CARDS)
-    try:
-        first, last = card_days(default_resources()["data_source"])
-    except ValueError as exc:
-        print(f"\nRun failed, production unchanged: {exc}", file=out, flush=True)
-        return 1
-    print(f"daily_cards_job for the days {first} … {last}: one run", file=out, flush=True)
-    tags = {"dagster/asset_partition_range_start": first, "dagster/asset_partition_range_end": last}
-    daily = execute(defs.resolve_job_def("daily_cards_job"), instance, out, dagster_log_level, tags)
-    print(f"Dagster run {daily.run_id}", file=out)
-    if not daily.success:
-        return report(daily, out)
-    week = WEEKLY.get_partition_key_for_timestamp(
-        datetime.fromisoformat(last).replace(tzinfo=UTC).timestamp()
-    )
-    print(f"\nweekly_retrain_job for the week {week} (to {last})", file=out)
-    weekly = execute(
-        defs.resolve_job_def("weekly_retrain_job"),
-        instance,
-        out,
-        dagster_log_level,
-        partition_key=week,
-    )
-    print(f"Dagster run {weekly.run_id}", file=out)
-    return report(weekly, out)
-
-
 def execute(
     job: dg.JobDefinition,
     instance: dg.DagsterInstance,
@@ -318,9 +248,10 @@ def main(argv: Iterable[str] | None = None, out: TextIO = sys.stdout) -> int:
         contract = KAGGLE
     with _instance() as instance:
         if contract == CARDS:
-            print(
-                f"The card contract on the Dagster instance at {instance.root_directory}", file=out
-            )
+            from fraud_assets.run_cards import run_cards  # it uses execute and report, above
+
+            where = instance.root_directory
+            print(f"The card contract on the Dagster instance at {where}", file=out)
             return run_cards(instance, out, args.dagster_log)
         print(f"weekly_retrain_job on the Dagster instance at {instance.root_directory}", file=out)
         result = execute(training_job(contract), instance, out, args.dagster_log)
