@@ -43,6 +43,8 @@ router = APIRouter(tags=["feedback"])
 
 #: How long a label for a prediction still in the log's queue waits for it to be written.
 FLUSH_TIMEOUT_S = 5.0
+#: Beyond another worker's flush interval: the time its batch takes to reach the table.
+WRITE_MARGIN_S = 0.05
 
 
 def _store(prediction_log: PredictionLog, body: FeedbackIn, key: ApiKey) -> Feedback | CardFeedback:
@@ -70,9 +72,8 @@ def _store(prediction_log: PredictionLog, body: FeedbackIn, key: ApiKey) -> Feed
         return store()
     except (UnknownRequestId, UnknownTransactionId):
         # Scored by another worker or replica, whose writer runs on its own clock: each writes
-        # what it holds within one flush interval (the same setting everywhere). Two of them,
-        # then the answer is final.
-        time.sleep(2 * prediction_log.max_latency_s)
+        # what it holds within one flush interval (the same setting everywhere), plus the write.
+        time.sleep(prediction_log.max_latency_s + WRITE_MARGIN_S)
         return store()
 
 
