@@ -16,7 +16,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from fraud_assets.defs.assets.daily import DAILY, card_features, card_transactions, day_keys
+from fraud_assets.defs.assets.daily import (
+    DAILY,
+    by_day,
+    card_features,
+    card_transactions,
+    day_keys,
+)
 from fraud_assets.defs.assets.labels import labelled_transactions
 from fraud_assets.defs.io_managers import ParquetIOManager
 from fraud_assets.defs.resources import ComputeEngine
@@ -247,3 +253,23 @@ def test_a_day_whose_windows_reach_unstored_data_is_refused(
     assert "make materialize" in message
     io: ParquetIOManager = resources["io_manager"]
     assert io.partitions_written(dg.AssetKey("card_features")) == []
+
+
+def test_by_day_cuts_a_frame_in_time_order_into_shared_slices(transactions: pd.DataFrame) -> None:
+    canonical = card_schema.conform(transactions)
+    keys = [*_days(transactions)[:5], "2018-12-31"]
+    days = by_day(canonical, keys)
+    assert [len(days[k]) for k in keys[:5]] == [
+        int((day_keys(canonical[TX_US].to_numpy()) == k).sum()) for k in keys[:5]
+    ]
+    assert days["2018-12-31"].empty and list(days["2018-12-31"].columns) == list(canonical.columns)
+    first = days[keys[0]]
+    assert first.index.equals(pd.RangeIndex(len(first)))
+    # No copy of the whole: the day is a view of the canonical frame's memory.
+    assert np.shares_memory(first["amount"].to_numpy(), canonical["amount"].to_numpy())
+    # Out of time order, the same days (sorted first, each day's rows in their order).
+    shuffled = canonical.sample(frac=1.0, random_state=0).reset_index(drop=True)
+    again = by_day(shuffled, keys)
+    for key in keys[:5]:
+        expected = shuffled[day_keys(shuffled[TX_US].to_numpy()) == key].reset_index(drop=True)
+        pd.testing.assert_frame_equal(again[key], expected)

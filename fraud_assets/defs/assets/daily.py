@@ -35,15 +35,22 @@ def day_keys(tx_us: np.ndarray) -> np.ndarray:
 
 
 def by_day(frame: pd.DataFrame, keys: list[str]) -> dict[str, pd.DataFrame]:
-    """One frame per partition key of `keys` (empty for a day without rows), index reset."""
-    days = day_keys(frame[card_def.TX_US].to_numpy())
-    order = np.argsort(days, kind="stable")  # keeps each day's rows in their order
-    sorted_days = days[order]
+    """One frame per partition key of `keys` (empty for a day without rows), index from 0.
+
+    A frame in time order (the canonical one, and the features of one) is cut into slices that
+    share its memory: the days are written one by one and no copy of the whole is made. Any
+    other order is sorted by day first (stable: each day's rows stay in their order).
+    """
+    days = np.asarray(frame[card_def.TX_US].to_numpy(), dtype=np.int64) // card_def.US_PER_DAY
+    if len(days) > 1 and np.any(np.diff(days) < 0):
+        order = np.argsort(days, kind="stable")
+        frame, days = frame.iloc[order], days[order]
+    numbers = np.array([np.datetime64(key, "D").astype(np.int64) for key in keys], dtype=np.int64)
+    bounds = np.searchsorted(days, np.concatenate([numbers, numbers + 1]))
     out: dict[str, pd.DataFrame] = {}
-    for key in keys:
-        lo = np.searchsorted(sorted_days, key, side="left")
-        hi = np.searchsorted(sorted_days, key, side="right")
-        part = frame.iloc[order[lo:hi]].reset_index(drop=True)
+    for key, lo, hi in zip(keys, bounds[: len(keys)], bounds[len(keys) :], strict=True):
+        part = frame.iloc[int(lo) : int(hi)]
+        part.index = pd.RangeIndex(len(part))  # the slice's own index: the data stay shared
         part.attrs = dict(frame.attrs)
         out[key] = part
     return out
@@ -149,7 +156,11 @@ def card_features(
 
             features = compute_features_dask(history, definition, client)
     seconds = time.perf_counter() - start
-    frame = pd.concat([history, features], axis=1)
+    # The features beside the transactions, added as columns: no copy of the history.
+    frame = history
+    for name in features.columns:
+        frame[name] = features[name]  # by index, as the two come back from either engine
+    del features
     # Each day records the definition it was computed with: the weekly splits refuse a mix.
     frame.attrs = {**history.attrs, "feature_definition": definition.as_dict()}
     days = by_day(frame, keys)
