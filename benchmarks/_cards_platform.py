@@ -15,7 +15,7 @@ from __future__ import annotations
 import os
 import time
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import date
 from typing import Any
 
 
@@ -47,13 +47,12 @@ def run_cards(instance: Any, resources: dict[str, Any], window_days: int | None)
     import dagster as dg
 
     from fraud_assets.definitions import build_defs
-    from fraud_assets.defs.assets.weekly import WEEKLY
     from fraud_assets.run_cards import card_days
     from fraud_core.contracts import CARDS
 
     start = time.perf_counter()
-    first, last = card_days(resources["data_source"])
-    days = window_days or span_days(first, last)
+    span = card_days(resources["data_source"])
+    days = window_days or span_days(span.first, span.last)
     os.environ["FRAUD_TRAINING_WINDOW_DAYS"] = str(days)
     location = build_defs(CARDS)
     defs = dg.Definitions(
@@ -62,18 +61,16 @@ def run_cards(instance: Any, resources: dict[str, Any], window_days: int | None)
         jobs=location.jobs,
         resources=resources,
     )
-    week = WEEKLY.get_partition_key_for_timestamp(
-        datetime.fromisoformat(last).replace(tzinfo=UTC).timestamp()
-    )
-    tags = {"dagster/asset_partition_range_start": first, "dagster/asset_partition_range_end": last}
     prepare = time.perf_counter() - start
 
     start = time.perf_counter()
-    daily = defs.resolve_job_def("daily_cards_job").execute_in_process(instance=instance, tags=tags)
+    daily = defs.resolve_job_def("daily_cards_job").execute_in_process(
+        instance=instance, tags=span.range_tags()
+    )
     weekly = defs.resolve_job_def("weekly_retrain_job").execute_in_process(
-        instance=instance, partition_key=week
+        instance=instance, partition_key=span.week
     )
     seconds = time.perf_counter() - start
-    runs = {"daily": daily.run_id, "weekly": weekly.run_id, "week": week, "window_days": days}
-    runs["days"] = f"{first}..{last}"
+    runs = {"daily": daily.run_id, "weekly": weekly.run_id, "week": span.week, "window_days": days}
+    runs["days"] = f"{span.first}..{span.last}"
     return CardRuns(daily, weekly, runs, prepare, seconds)
