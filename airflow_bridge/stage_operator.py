@@ -12,6 +12,8 @@ run; `days_complete` then launches the stage's own run, of that week.
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -111,22 +113,13 @@ class DagsterStageOperator(BaseOperator):
     def days_complete(self, context: Any, event: dict[str, Any]) -> None:
         """The week's days are in (the card contract): now the stage's own run, of that week."""
         ti = context["ti"]
-        try:
-            with dagster_client() as client:
-                days = pipeline.resolve(
-                    client, self.stage, event, stage_timeout_s=self.stage_timeout_s
-                )
-                shape = client.job_shape(pipeline.JOB_NAME)
-                week = weeks.week_of(shape, _interval_end(context))
-                self.log.info("the days of week %s are in: run %s", week, days.dagster_run_id)
-                run_id = self._launch(client, ti, shape, week)
-                url = client.url
-        except pipeline.StageFailed as exc:
-            ti.xcom_push("return_value", exc.outcome.as_xcom())
-            raise AirflowFailException(str(exc)) from exc
-        except DagsterError as exc:
-            self._keep_failure(ti, exc)
-            raise
+        with self._reported(ti), dagster_client() as client:
+            days = pipeline.resolve(client, self.stage, event, stage_timeout_s=self.stage_timeout_s)
+            shape = client.job_shape(pipeline.JOB_NAME)
+            week = weeks.week_of(shape, _interval_end(context))
+            self.log.info("the days of week %s are in: run %s", week, days.dagster_run_id)
+            run_id = self._launch(client, ti, shape, week)
+            url = client.url
         self._follow(run_id, url, time.time(), "execute_complete")
 
     def _launch(self, client: DagsterClient, ti: Any, shape: JobShape, week: str | None) -> str:
@@ -152,19 +145,24 @@ class DagsterStageOperator(BaseOperator):
 
     def execute_complete(self, context: Any, event: dict[str, Any]) -> dict[str, Any]:
         """The task again, on a worker, once the trigger fired: the outcome, or the failure."""
-        ti = context["ti"]
+        with self._reported(context["ti"]), dagster_client() as client:
+            outcome = pipeline.resolve(
+                client, self.stage, event, stage_timeout_s=self.stage_timeout_s
+            )
+        return outcome.as_xcom()
+
+    @contextmanager
+    def _reported(self, ti: Any) -> Iterator[None]:
+        """A resumed task's failures: a finished run that failed is the stage's outcome (in XCom,
+        no retry); Dagster out of reach is kept and raised again for the task's retries."""
         try:
-            with dagster_client() as client:
-                outcome = pipeline.resolve(
-                    client, self.stage, event, stage_timeout_s=self.stage_timeout_s
-                )
+            yield
         except pipeline.StageFailed as exc:
             ti.xcom_push("return_value", exc.outcome.as_xcom())
             raise AirflowFailException(str(exc)) from exc
         except DagsterError as exc:
             self._keep_failure(ti, exc)
             raise
-        return outcome.as_xcom()
 
     def _keep_failure(self, ti: Any, exc: DagsterError) -> None:
         # The next try clears this and follows the same run.
