@@ -82,7 +82,8 @@ class ParquetIOManager(dg.ConfigurableIOManager):
         if _wants_newest(context):
             # An unpartitioned reader of a partitioned asset (drift against the newest week's
             # splits): the newest partition written, not all of them.
-            newest = [p for p in self.partitions_written(key) if p in set(partitions)]
+            asked = set(partitions)
+            newest = [p for p in self.partitions_written(key) if p in asked]
             if not newest:
                 raise dg.Failure(
                     description=f"no partition of {key.to_user_string()} is stored under "

@@ -34,6 +34,11 @@ def day_keys(tx_us: np.ndarray) -> np.ndarray:
     return np.datetime_as_string(days, unit="D")
 
 
+def day_range(first: np.datetime64, last: np.datetime64) -> list[str]:
+    """The partition keys from day `first` to day `last`, both included."""
+    return [str(d) for d in np.arange(first, last + 1, dtype="datetime64[D]")]
+
+
 def by_day(frame: pd.DataFrame, keys: list[str]) -> dict[str, pd.DataFrame]:
     """One frame per partition key of `keys` (empty for a day without rows), index from 0.
 
@@ -190,7 +195,7 @@ def _refuse_missing_days(keys: list[str], days: dict[str, pd.DataFrame]) -> None
     if data_first is None:
         return
     first = np.datetime64(keys[0]) - HORIZON_DAYS
-    reach = [str(d) for d in np.arange(first, np.datetime64(keys[-1]) + 1, dtype="datetime64[D]")]
+    reach = day_range(first, np.datetime64(keys[-1]))
     missing = [d for d in reach if d >= data_first and d not in days]
     if missing:
         shown = ", ".join(missing[:5]) + (

@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from fraud_assets.defs import constants
-from fraud_assets.defs.assets.daily import DAILY
+from fraud_assets.defs.assets.daily import DAILY, day_range
 from fraud_assets.defs.assets.data import SplitConfig, card_splits_output
 from fraud_assets.defs.assets.model import anomaly_scores, evaluation_report, fraud_model
 from fraud_assets.defs.assets.promotion import promoted_model
@@ -39,10 +39,6 @@ def _weeks_back(days: int) -> int:
 
 def _day(key: str) -> np.datetime64:
     return np.datetime64(key, "D")
-
-
-def _days(first: np.datetime64, last: np.datetime64) -> list[str]:
-    return [str(d) for d in np.arange(first, last + 1, dtype="datetime64[D]")]
 
 
 def _concat(days: dict[str, pd.DataFrame], keys: list[str]) -> pd.DataFrame:
@@ -86,7 +82,7 @@ def window_splits(
     week = context.partition_key
     window = context.partition_time_window
     start, end = (_day(t.date().isoformat()) for t in (window.start, window.end))
-    week_days = _days(start, end - 1)
+    week_days = day_range(start, end - 1)
     # Every day of the week up to yesterday must be stored, empty or not (`daily_cards_job`
     # writes a partition for each day of its range): a week without its Saturday, say, would
     # otherwise train on a window that ends a day early.
@@ -107,7 +103,7 @@ def window_splits(
             "schedule does, or `make materialize`)"
         )
     newest = _day(present[-1])
-    keys = _days(newest - (window_days - 1), newest)
+    keys = day_range(newest - (window_days - 1), newest)
     written = sorted(card_features)
     holes = [k for k in keys if k not in card_features and k > written[0]]
     if holes:
@@ -126,7 +122,7 @@ def window_splits(
             description=f"{problem}: re-materialize card_features for the window with this "
             "run's feature config"
         )
-    history = _concat(card_transactions, _days(newest - RETENTION_DAYS, newest))
+    history = _concat(card_transactions, day_range(newest - RETENTION_DAYS, newest))
     try:
         splits, plan = split_cards(
             frame,
